@@ -1,1 +1,25 @@
-fn main(){}
+//! `pinokio`: run unmodified Pinokio launcher scripts headless.
+//!
+//! Commands: `run` (stream a script's events), `plan` (render every step for
+//! a chosen machine without running), `menu` (a launcher's menu). See
+//! `pinokio --help` for the environment variables (`PINOKIO_HOME`,
+//! `PINOKIO_LOAD_LIMIT_MS`) and exit codes.
+
+mod cli;
+mod commands;
+mod render;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    match commands::dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

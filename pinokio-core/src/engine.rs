@@ -494,6 +494,10 @@ impl Engine {
 
     fn failed_to_start(&self, path: &Path, depth: usize, message: String) -> RunOutcome {
         let id = path.display().to_string();
+        let message = message
+            .strip_prefix(&format!("{id}: "))
+            .map(String::from)
+            .unwrap_or(message);
         self.emit_for(
             &id,
             depth,
@@ -865,12 +869,11 @@ impl Engine {
                                 EventKind::Warning {
                                     index: Some(i),
                                     message: format!(
-                                        "next step {t} does not exist; the run ends here without stopping the script, as Pinokio does"
+                                        "next step {t} does not exist; the run ends here (pinokiod leaves such a run marked running; we end it like a normal last step)"
                                     ),
                                 },
                             );
-                            mem.mark_ready(&run.id);
-                            return outcome(RunStatus::Finished, last_result, None, visited);
+                            return self.finish(run, script, last_result, visited);
                         }
                     }
                 }

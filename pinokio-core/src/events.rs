@@ -41,6 +41,7 @@ pub enum EventKind {
     RunStart {
         uri: String,
         path: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
         args: Option<Value>,
         steps: usize,
     },
@@ -50,9 +51,13 @@ pub enum EventKind {
         index: usize,
         id: Option<String>,
         method: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
         when: Option<Value>,
+        #[serde(skip_serializing_if = "Option::is_none")]
         params: Option<Value>,
+        #[serde(skip_serializing_if = "Option::is_none")]
         input: Option<Value>,
+        #[serde(skip_serializing_if = "Option::is_none")]
         args: Option<Value>,
         local: Value,
         global: Value,
@@ -60,8 +65,11 @@ pub enum EventKind {
     /// A step was skipped by its `when`.
     StepSkipped {
         index: usize,
+        #[serde(skip_serializing_if = "Option::is_none")]
         when: Option<Value>,
+        #[serde(skip_serializing_if = "Option::is_none")]
         input: Option<Value>,
+        #[serde(skip_serializing_if = "Option::is_none")]
         args: Option<Value>,
         local: Value,
     },
@@ -98,6 +106,7 @@ pub enum EventKind {
     /// The run ended.
     RunEnd {
         status: RunStatus,
+        #[serde(skip_serializing_if = "Option::is_none")]
         result: Option<Value>,
         error: Option<String>,
     },

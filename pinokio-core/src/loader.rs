@@ -29,7 +29,7 @@ pub enum LoadError {
     },
     #[error("{path}: JavaScript error while loading: {message}")]
     Js { path: PathBuf, message: String },
-    #[error("{path}: loading took longer than {limit:?} and was stopped (runaway loop?)")]
+    #[error("{path}: loading exceeded the time limit of {limit:?} and was stopped (runaway loop?)")]
     Timeout {
         path: PathBuf,
         limit: std::time::Duration,

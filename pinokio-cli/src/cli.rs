@@ -1,0 +1,179 @@
+//! Command-line types (clap derive).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::Value;
+
+/// Environment variables, shown at the end of `--help`.
+const ENV_HELP: &str = "\
+Environment:
+  PINOKIO_HOME            Pinokio home folder when --home is not given (default: ~/pinokio)
+  PINOKIO_LOAD_LIMIT_MS   time limit in milliseconds for loading a JavaScript script or
+                          evaluating a menu (default: 10000); a load that runs longer is
+                          stopped and reported as an error
+
+Exit status:
+  0    the run finished (or a daemon was stopped with Ctrl-C)
+  1    the script could not be loaded, a step failed, or the run was stopped otherwise
+  2    invalid command line
+  130  the run was interrupted with Ctrl-C (or SIGTERM)";
+
+/// Run Pinokio launcher scripts headless.
+#[derive(Debug, Parser)]
+#[command(name = "pinokio", version, about, after_help = ENV_HELP)]
+pub struct Cli {
+    /// Pinokio home folder (default: $PINOKIO_HOME, else ~/pinokio).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub home: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a script (.json or .js) and stream what it does.
+    Run(RunArgs),
+    /// Show what each step of a script would do on a given machine, without running it.
+    Plan(PlanArgs),
+    /// Show a launcher's menu (pinokio.js) as it evaluates now.
+    Menu(MenuArgs),
+}
+
+/// `--arg KEY=VALUE`, repeatable.
+#[derive(Debug, Args, Clone, Default)]
+pub struct ScriptArgs {
+    /// A script argument (`args.KEY` in templates). VALUE is parsed as JSON when
+    /// it is valid JSON (5, true, null, "text", [1,2], {"a":1}), else taken as
+    /// plain text. Repeating a KEY collects the values into an array.
+    #[arg(long = "arg", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub args: Vec<(String, Value)>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Path of the script, relative to the current folder.
+    #[arg(value_name = "SCRIPT")]
+    pub script: PathBuf,
+    #[command(flatten)]
+    pub args: ScriptArgs,
+    /// Print one JSON object per event on stdout instead of readable lines.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Path of the script, relative to the current folder.
+    #[arg(value_name = "SCRIPT")]
+    pub script: PathBuf,
+    /// Platform to plan for (default: this machine's).
+    #[arg(long, value_parser = ["linux", "win32", "darwin"])]
+    pub platform: Option<String>,
+    /// CPU architecture to plan for (default: this machine's).
+    #[arg(long, value_parser = ["x64", "arm64"])]
+    pub arch: Option<String>,
+    /// GPU vendor to plan for (default: none).
+    #[arg(long, value_parser = ["nvidia", "amd", "apple", "none"])]
+    pub gpu: Option<String>,
+    /// GPU model to plan for, e.g. "NVIDIA GeForce RTX 4090".
+    #[arg(long, value_name = "NAME")]
+    pub gpu_model: Option<String>,
+    #[command(flatten)]
+    pub args: ScriptArgs,
+    /// Print the plan as one JSON document.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct MenuArgs {
+    /// The app folder (holding pinokio.js), relative to the current folder.
+    #[arg(value_name = "APP_DIR")]
+    pub app_dir: PathBuf,
+    /// Print the menu as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Parse `KEY=VALUE`: VALUE as JSON when it parses, else as a string.
+pub fn parse_key_value(s: &str) -> Result<(String, Value), String> {
+    let (key, value) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))?;
+    let key = key.trim();
+    if key.is_empty() {
+        return Err(format!("the key is empty in {s:?}; expected KEY=VALUE"));
+    }
+    let value = serde_json::from_str::<Value>(value).unwrap_or_else(|_| Value::String(value.to_string()));
+    Ok((key.to_string(), value))
+}
+
+impl ScriptArgs {
+    /// The arguments as one object (`None` when there are none). A key given
+    /// more than once becomes an array of its values, in order.
+    pub fn to_object(&self) -> Option<Value> {
+        if self.args.is_empty() {
+            return None;
+        }
+        let mut grouped: Vec<(String, Vec<Value>)> = Vec::new();
+        for (k, v) in &self.args {
+            match grouped.iter_mut().find(|(gk, _)| gk == k) {
+                Some((_, vals)) => vals.push(v.clone()),
+                None => grouped.push((k.clone(), vec![v.clone()])),
+            }
+        }
+        let map = grouped
+            .into_iter()
+            .map(|(k, mut vals)| {
+                let v = if vals.len() == 1 {
+                    vals.remove(0)
+                } else {
+                    Value::Array(vals)
+                };
+                (k, v)
+            })
+            .collect();
+        Some(Value::Object(map))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+    use serde_json::json;
+
+    #[test]
+    fn cli_definition_is_valid() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn values_parse_as_json_or_text() {
+        assert_eq!(parse_key_value("n=5").unwrap(), ("n".into(), json!(5)));
+        assert_eq!(parse_key_value("f=true").unwrap(), ("f".into(), json!(true)));
+        assert_eq!(parse_key_value("z=null").unwrap(), ("z".into(), Value::Null));
+        assert_eq!(parse_key_value("s=bob").unwrap(), ("s".into(), json!("bob")));
+        assert_eq!(parse_key_value("s=\"5\"").unwrap(), ("s".into(), json!("5")));
+        assert_eq!(parse_key_value("o={\"a\":[1]}").unwrap(), ("o".into(), json!({"a": [1]})));
+        assert_eq!(parse_key_value("e=").unwrap(), ("e".into(), json!("")));
+        assert_eq!(parse_key_value("u=a=b").unwrap(), ("u".into(), json!("a=b")));
+        assert!(parse_key_value("novalue").is_err());
+        assert!(parse_key_value("=1").is_err());
+    }
+
+    #[test]
+    fn repeated_keys_become_arrays() {
+        let a = ScriptArgs {
+            args: vec![
+                ("x".into(), json!(1)),
+                ("y".into(), json!("a")),
+                ("x".into(), json!([2])),
+            ],
+        };
+        assert_eq!(a.to_object().unwrap(), json!({"x": [1, [2]], "y": "a"}));
+        assert_eq!(ScriptArgs::default().to_object(), None);
+    }
+}

@@ -1,0 +1,69 @@
+//! The subcommands and what they share (home folder, engine options, paths).
+
+pub mod menu;
+pub mod plan;
+pub mod run;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use pinokio_core::{EngineOptions, PinokioHome};
+
+use crate::cli::{Cli, Command};
+
+/// Environment variable that shortens or lengthens the JS load time limit.
+pub const LOAD_LIMIT_ENV: &str = "PINOKIO_LOAD_LIMIT_MS";
+
+pub fn dispatch(cli: Cli) -> Result<ExitCode> {
+    let home = locate_home(cli.home.as_deref())?;
+    let options = engine_options()?;
+    match cli.command {
+        Command::Run(a) => run::run(home, options, a),
+        Command::Plan(a) => plan::plan(home, options, a),
+        Command::Menu(a) => menu::menu(home, options, a),
+    }
+}
+
+/// `--home`, else `PINOKIO_HOME`, else `~/pinokio`.
+fn locate_home(explicit: Option<&Path>) -> Result<PinokioHome> {
+    let env = std::env::var("PINOKIO_HOME").ok();
+    PinokioHome::locate(explicit, env.as_deref()).context("cannot locate the Pinokio home folder")
+}
+
+/// Default options, with `PINOKIO_LOAD_LIMIT_MS` applied.
+fn engine_options() -> Result<EngineOptions> {
+    let mut o = EngineOptions::default();
+    if let Some(raw) = std::env::var_os(LOAD_LIMIT_ENV) {
+        let text = raw.to_string_lossy();
+        let ms: u64 = text
+            .trim()
+            .parse()
+            .ok()
+            .filter(|ms| *ms > 0)
+            .ok_or_else(|| {
+                anyhow!("{LOAD_LIMIT_ENV} must be a positive whole number of milliseconds (got {text:?})")
+            })?;
+        o.load_limit = Duration::from_millis(ms);
+    }
+    Ok(o)
+}
+
+/// Make a command-line path absolute (relative to the current folder).
+fn absolute(p: &Path) -> Result<PathBuf> {
+    if p.as_os_str().is_empty() {
+        bail!("the path is empty");
+    }
+    std::path::absolute(p).with_context(|| format!("{}: cannot make the path absolute", p.display()))
+}
+
+/// Attach the file to an error whose message does not name it already.
+fn naming(e: impl std::error::Error + Send + Sync + 'static, path: &Path) -> anyhow::Error {
+    let shown = path.display().to_string();
+    if e.to_string().contains(&shown) {
+        anyhow::Error::new(e)
+    } else {
+        anyhow::Error::new(e).context(shown)
+    }
+}
