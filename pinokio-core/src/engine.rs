@@ -22,10 +22,41 @@ use crate::template::{truthy, Renderer};
 
 /// Names in template scope, in upstream's layer order.
 pub const SCOPE_NAMES: &[&str] = &[
-    "_", "os", "path", "input", "args", "local", "global", "key", "current", "next", "uri", "cwd",
-    "dirname", "name", "self", "port", "exists", "running", "ready", "script", "pip", "kernel",
-    "platform", "arch", "gpu", "gpus", "gpu_model", "gpu_driver", "gpu_target", "vram", "ram",
-    "env", "envs", "which", "proxy",
+    "_",
+    "os",
+    "path",
+    "input",
+    "args",
+    "local",
+    "global",
+    "key",
+    "current",
+    "next",
+    "uri",
+    "cwd",
+    "dirname",
+    "name",
+    "self",
+    "port",
+    "exists",
+    "running",
+    "ready",
+    "script",
+    "pip",
+    "kernel",
+    "platform",
+    "arch",
+    "gpu",
+    "gpus",
+    "gpu_model",
+    "gpu_driver",
+    "gpu_target",
+    "vram",
+    "ram",
+    "env",
+    "envs",
+    "which",
+    "proxy",
 ];
 
 /// Errors that stop the engine from doing what was asked (not step errors).
@@ -266,7 +297,9 @@ impl SelfTracker {
         if kind != ScriptKind::Json {
             return;
         }
-        let Ok(m) = std::fs::metadata(path) else { return };
+        let Ok(m) = std::fs::metadata(path) else {
+            return;
+        };
         let stamp = m.modified().ok().map(|t| (t, m.len()));
         if stamp.is_some() && stamp == self.stamp {
             return;
@@ -338,7 +371,10 @@ impl Engine {
     pub fn js_runtime(&self) -> Result<JsRuntime, EngineError> {
         let host: Arc<dyn KernelHost> = Arc::new(self.clone());
         let mut js = JsRuntime::new(host, &self.sys_json())?;
-        js.set_limits(self.inner.options.template_limit, self.inner.options.load_limit);
+        js.set_limits(
+            self.inner.options.template_limit,
+            self.inner.options.load_limit,
+        );
         js.set_facts(&self.js_facts())?;
         Ok(js)
     }
@@ -613,7 +649,10 @@ impl Engine {
         let mut i = 0usize;
         let mut env_cache: Option<(BTreeMap<String, String>, u64)> = None;
         let name = self.inner.home.app_relative_name(&run.cwd);
-        let outcome = |status, result: Option<Value>, error: Option<RunError>, visited: Vec<usize>| RunOutcome {
+        let outcome = |status,
+                       result: Option<Value>,
+                       error: Option<RunError>,
+                       visited: Vec<usize>| RunOutcome {
             script: run.path.clone(),
             status,
             result,
@@ -648,7 +687,11 @@ impl Engine {
                 continue;
             }
             if !raw.is_object() {
-                let e = step_error(i, None, "missing RPC attribute: method (a step must be an object)".into());
+                let e = step_error(
+                    i,
+                    None,
+                    "missing RPC attribute: method (a step must be an object)".into(),
+                );
                 return self.fail(run, e, visited);
             }
             // scope
@@ -670,7 +713,14 @@ impl Engine {
             data.insert("local".into(), local.clone());
             data.insert("global".into(), global.clone());
             data.insert("current".into(), json!(i));
-            data.insert("next".into(), if i + 1 < total { json!(i + 1) } else { Value::Null });
+            data.insert(
+                "next".into(),
+                if i + 1 < total {
+                    json!(i + 1)
+                } else {
+                    Value::Null
+                },
+            );
             data.insert("uri".into(), json!(run.uri));
             data.insert("cwd".into(), json!(run.cwd));
             data.insert("dirname".into(), json!(run.cwd));
@@ -700,7 +750,13 @@ impl Engine {
             let mut renderer = Renderer::new(js);
             let step = renderer.render_step(raw);
             for w in renderer.take_warnings() {
-                self.emit(run, EventKind::Warning { index: Some(i), message: w });
+                self.emit(
+                    run,
+                    EventKind::Warning {
+                        index: Some(i),
+                        message: w,
+                    },
+                );
             }
             let when = step.get("when").cloned();
             if let Some(w) = &when {
@@ -709,7 +765,9 @@ impl Engine {
                     Err(e) => {
                         let err = step_error(
                             i,
-                            step.get("method").and_then(|m| m.as_str()).map(String::from),
+                            step.get("method")
+                                .and_then(|m| m.as_str())
+                                .map(String::from),
                             format!("`when` cannot be evaluated: {e}"),
                         );
                         return self.fail(run, err, visited);
@@ -737,7 +795,11 @@ impl Engine {
             let method = match step.get("method") {
                 Some(Value::String(m)) if !m.is_empty() => m.clone(),
                 Some(v) if loader::is_function_marker(v) => {
-                    let e = step_error(i, None, "a JavaScript function as `method` is not supported".into());
+                    let e = step_error(
+                        i,
+                        None,
+                        "a JavaScript function as `method` is not supported".into(),
+                    );
                     return self.fail(run, e, visited);
                 }
                 _ => {
@@ -777,11 +839,17 @@ impl Engine {
             } else {
                 None
             };
-            let _held = queue_guard.as_ref().map(|q| q.lock().unwrap_or_else(|p| p.into_inner()));
+            let _held = queue_guard
+                .as_ref()
+                .map(|q| q.lock().unwrap_or_else(|p| p.into_inner()));
             let found = match self.inner.registry.lookup(&method) {
                 Lookup::Found(m) => m,
                 Lookup::Unsupported(why) => {
-                    let e = step_error(i, Some(method.clone()), format!("not supported yet: {method} ({why})"));
+                    let e = step_error(
+                        i,
+                        Some(method.clone()),
+                        format!("not supported yet: {method} ({why})"),
+                    );
                     return self.fail(run, e, visited);
                 }
                 Lookup::Unknown => {
@@ -806,7 +874,9 @@ impl Engine {
             let jump = cx.jump.take();
             let result = match result {
                 Ok(r) => r,
-                Err(MethodError::Stopped) => return outcome(RunStatus::Stopped, last_result, None, visited),
+                Err(MethodError::Stopped) => {
+                    return outcome(RunStatus::Stopped, last_result, None, visited)
+                }
                 Err(e) => {
                     let e = step_error(i, Some(method.clone()), e.to_string());
                     return self.fail(run, e, visited);
@@ -840,11 +910,9 @@ impl Engine {
                 match j {
                     JumpTarget::Index(v) => target = Some(v),
                     JumpTarget::Id(id) => {
-                        if let Some(p) = run
-                            .steps
-                            .iter()
-                            .rposition(|st| st.get("id").and_then(|x| x.as_str()) == Some(id.as_str()))
-                        {
+                        if let Some(p) = run.steps.iter().rposition(|st| {
+                            st.get("id").and_then(|x| x.as_str()) == Some(id.as_str())
+                        }) {
                             target = Some(json!(p));
                         } else {
                             target = (i + 1 < total).then(|| json!(i + 1));
@@ -937,7 +1005,13 @@ impl Engine {
     }
 
     /// The run reached its end (no next step).
-    fn finish(&self, run: &RunContext, script: &Script, result: Option<Value>, visited: Vec<usize>) -> RunOutcome {
+    fn finish(
+        &self,
+        run: &RunContext,
+        script: &Script,
+        result: Option<Value>,
+        visited: Vec<usize>,
+    ) -> RunOutcome {
         let daemon = match run.kind {
             ScriptKind::Json => loader::read_json(&run.path)
                 .map(|v| v.get("daemon").map(truthy).unwrap_or(false))
@@ -1057,7 +1131,12 @@ impl Engine {
             .as_ref()
             .map(|p| self.is_running(&p.display().to_string()))
             .unwrap_or(false);
-        if text.is_empty() && href.is_none() && sub.is_empty() && o.get("action").is_none() && o.get("run").is_none() {
+        if text.is_empty()
+            && href.is_none()
+            && sub.is_empty()
+            && o.get("action").is_none()
+            && o.get("run").is_none()
+        {
             return None;
         }
         Some(MenuItem {
@@ -1107,7 +1186,14 @@ impl Engine {
             data.insert("local".into(), json!({}));
             data.insert("global".into(), json!({}));
             data.insert("current".into(), json!(i));
-            data.insert("next".into(), if i + 1 < total { json!(i + 1) } else { Value::Null });
+            data.insert(
+                "next".into(),
+                if i + 1 < total {
+                    json!(i + 1)
+                } else {
+                    Value::Null
+                },
+            );
             data.insert("uri".into(), json!(uri));
             data.insert("cwd".into(), json!(cwd));
             data.insert("dirname".into(), json!(cwd));
@@ -1134,7 +1220,10 @@ impl Engine {
             let warnings = r.take_warnings();
             let when = step.get("when").cloned();
             let will_run = match &when {
-                Some(w) => r.when_truthy(w).map(Value::Bool).unwrap_or_else(|e| json!(e.to_string())),
+                Some(w) => r
+                    .when_truthy(w)
+                    .map(Value::Bool)
+                    .unwrap_or_else(|e| json!(e.to_string())),
                 None => Value::Bool(true),
             };
             let mut entry = json!({
@@ -1221,7 +1310,11 @@ impl Menu {
 pub fn stringify_menu_params(params: &Value) -> Value {
     fn s(v: &Value) -> Value {
         match v {
-            Value::Array(a) => Value::Array(a.iter().map(|x| json!(crate::template::js_string(x))).collect()),
+            Value::Array(a) => Value::Array(
+                a.iter()
+                    .map(|x| json!(crate::template::js_string(x)))
+                    .collect(),
+            ),
             other => json!(crate::template::js_string(other)),
         }
     }

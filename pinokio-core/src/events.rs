@@ -79,7 +79,10 @@ pub enum EventKind {
     StepResult { index: usize, result: Option<Value> },
     /// Something suspicious that upstream ignores silently (an unresolved
     /// template, a syntax error that left an object unrendered...).
-    Warning { index: Option<usize>, message: String },
+    Warning {
+        index: Option<usize>,
+        message: String,
+    },
     /// A step failed.
     StepError {
         index: usize,

@@ -298,7 +298,10 @@ mod tests {
             compute_cap: None,
         };
         let f = Facts {
-            gpus: vec![g("intel corporation"), g("advanced micro devices, inc. [amd/ati]")],
+            gpus: vec![
+                g("intel corporation"),
+                g("advanced micro devices, inc. [amd/ati]"),
+            ],
             ..Facts::cpu_only()
         };
         assert_eq!(f.gpu(), "amd");

@@ -208,7 +208,10 @@ fn read_origin_url(config: &Path) -> Option<String> {
         let t = line.trim();
         if t.starts_with('[') {
             let inner = t.trim_start_matches('[').trim_end_matches(']');
-            in_origin = inner.replace(['"', '\''], "").split_whitespace().collect::<Vec<_>>()
+            in_origin = inner
+                .replace(['"', '\''], "")
+                .split_whitespace()
+                .collect::<Vec<_>>()
                 == ["remote", "origin"];
             continue;
         }
@@ -279,10 +282,17 @@ mod tests {
     #[test]
     fn resolve_forms() {
         let h = PinokioHome::new("/h");
-        assert_eq!(h.resolve("~/api/x/start.js", None).unwrap(), Path::new("/h/api/x/start.js"));
-        assert_eq!(h.resolve("/abs/s.json", None).unwrap(), Path::new("/abs/s.json"));
         assert_eq!(
-            h.resolve("../b/s.json", Some(Path::new("/h/api/a"))).unwrap(),
+            h.resolve("~/api/x/start.js", None).unwrap(),
+            Path::new("/h/api/x/start.js")
+        );
+        assert_eq!(
+            h.resolve("/abs/s.json", None).unwrap(),
+            Path::new("/abs/s.json")
+        );
+        assert_eq!(
+            h.resolve("../b/s.json", Some(Path::new("/h/api/a")))
+                .unwrap(),
             Path::new("/h/api/b/s.json")
         );
         assert!(matches!(
@@ -304,10 +314,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            h.resolve("https://github.com/a/comfy.git/start.js", None).unwrap(),
+            h.resolve("https://github.com/a/comfy.git/start.js", None)
+                .unwrap(),
             app.join("start.js")
         );
-        assert_eq!(h.resolve("https://github.com/a/comfy.git", None).unwrap(), app);
+        assert_eq!(
+            h.resolve("https://github.com/a/comfy.git", None).unwrap(),
+            app
+        );
         assert!(matches!(
             h.resolve("https://github.com/a/other.git/x.js", None),
             Err(HomeError::GitUriNotInstalled(_))
@@ -326,6 +340,9 @@ mod tests {
             Path::new("/h/api/app")
         );
         assert_eq!(h.app_root_of(Path::new("/elsewhere/x.json")), None);
-        assert_eq!(h.app_relative_name(Path::new("/h/api/app/sub")).unwrap(), "app/sub");
+        assert_eq!(
+            h.app_relative_name(Path::new("/h/api/app/sub")).unwrap(),
+            "app/sub"
+        );
     }
 }

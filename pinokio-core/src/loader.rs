@@ -29,7 +29,9 @@ pub enum LoadError {
     },
     #[error("{path}: JavaScript error while loading: {message}")]
     Js { path: PathBuf, message: String },
-    #[error("{path}: loading exceeded the time limit of {limit:?} and was stopped (runaway loop?)")]
+    #[error(
+        "{path}: loading exceeded the time limit of {limit:?} and was stopped (runaway loop?)"
+    )]
     Timeout {
         path: PathBuf,
         limit: std::time::Duration,
@@ -149,7 +151,12 @@ impl Script {
     /// The step list of `action` (normally `run`). A function-valued action
     /// is called as `fn(kernel, info, ctx)` right after loading, so call this
     /// before loading another script in the same runtime.
-    pub fn steps(&self, action: &str, js: &JsRuntime, ctx: &Value) -> Result<Vec<Value>, LoadError> {
+    pub fn steps(
+        &self,
+        action: &str,
+        js: &JsRuntime,
+        ctx: &Value,
+    ) -> Result<Vec<Value>, LoadError> {
         let invalid = |detail: &str| LoadError::InvalidRun {
             path: self.path.clone(),
             action: action.to_string(),
@@ -173,7 +180,9 @@ impl Script {
         match list {
             Value::Array(a) if !a.is_empty() => Ok(a),
             Value::Array(_) => Err(invalid("it is empty")),
-            _ => Err(invalid("it must be an array of steps or a function returning one")),
+            _ => Err(invalid(
+                "it must be an array of steps or a function returning one",
+            )),
         }
     }
 
@@ -224,7 +233,10 @@ impl Launcher {
             })
     }
     pub fn str_field(&self, key: &str) -> Option<String> {
-        self.meta.get(key).and_then(|v| v.as_str()).map(String::from)
+        self.meta
+            .get(key)
+            .and_then(|v| v.as_str())
+            .map(String::from)
     }
 }
 

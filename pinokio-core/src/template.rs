@@ -132,9 +132,8 @@ impl<'e> Renderer<'e> {
             current = match self.render_value(&current) {
                 Ok(v) => v,
                 Err(e) => {
-                    self.warnings.push(format!(
-                        "{e}; the value was left unrendered"
-                    ));
+                    self.warnings
+                        .push(format!("{e}; the value was left unrendered"));
                     current
                 }
             };
@@ -318,7 +317,11 @@ pub fn js_string(v: &Value) -> String {
         Value::Object(o) => {
             if o.get("type").and_then(|t| t.as_str()) == Some("Buffer") {
                 if let Some(Value::Array(data)) = o.get("data") {
-                    let bytes: Vec<u8> = data.iter().filter_map(|b| b.as_u64()).map(|b| b as u8).collect();
+                    let bytes: Vec<u8> = data
+                        .iter()
+                        .filter_map(|b| b.as_u64())
+                        .map(|b| b as u8)
+                        .collect();
                     return String::from_utf8_lossy(&bytes).into_owned();
                 }
             }
@@ -393,7 +396,9 @@ pub fn contains_template(v: &Value) -> bool {
     match v {
         Value::String(s) => has_template(s),
         Value::Array(a) => a.iter().any(contains_template),
-        Value::Object(o) => o.iter().any(|(k, v)| has_template(k) || contains_template(v)),
+        Value::Object(o) => o
+            .iter()
+            .any(|(k, v)| has_template(k) || contains_template(v)),
         _ => false,
     }
 }
@@ -401,7 +406,9 @@ pub fn contains_template(v: &Value) -> bool {
 /// Rewrite every `{{{X}}}` to `{{X}}` in string values and keys.
 pub fn rewrite_triple(v: Value) -> Value {
     match v {
-        Value::String(s) if s.contains("{{{") => Value::String(re_triple().replace_all(&s, "{{$1}}").into_owned()),
+        Value::String(s) if s.contains("{{{") => {
+            Value::String(re_triple().replace_all(&s, "{{$1}}").into_owned())
+        }
         Value::Array(a) => Value::Array(a.into_iter().map(rewrite_triple).collect()),
         Value::Object(o) => Value::Object(
             o.into_iter()
@@ -434,9 +441,13 @@ mod tests {
                 .0
                 .get(expr)
                 .cloned()
-                .unwrap_or(EvalResult::RuntimeError(format!("ReferenceError: {expr} is not defined")));
+                .unwrap_or(EvalResult::RuntimeError(format!(
+                    "ReferenceError: {expr} is not defined"
+                )));
             match (mode, r) {
-                (EvalMode::Text, EvalResult::Value(v)) => EvalResult::Value(Value::String(js_string(&v))),
+                (EvalMode::Text, EvalResult::Value(v)) => {
+                    EvalResult::Value(Value::String(js_string(&v)))
+                }
                 (_, r) => r,
             }
         }
@@ -452,9 +463,18 @@ mod tests {
         m.insert("u", EvalResult::Undefined);
         m.insert("dollar", EvalResult::Value(json!("a$&b")));
         m.insert("tpl", EvalResult::Value(json!("{{a}}")));
-        m.insert("a}} {{b", EvalResult::SyntaxError("SyntaxError: unexpected token".into()));
-        m.insert("a}}{{b", EvalResult::SyntaxError("SyntaxError: unexpected token".into()));
-        m.insert("{a", EvalResult::SyntaxError("SyntaxError: unexpected token".into()));
+        m.insert(
+            "a}} {{b",
+            EvalResult::SyntaxError("SyntaxError: unexpected token".into()),
+        );
+        m.insert(
+            "a}}{{b",
+            EvalResult::SyntaxError("SyntaxError: unexpected token".into()),
+        );
+        m.insert(
+            "{a",
+            EvalResult::SyntaxError("SyntaxError: unexpected token".into()),
+        );
         Table(m)
     }
 
@@ -482,8 +502,13 @@ mod tests {
 
     #[test]
     fn undefined_and_errors_stay_literal_with_warnings() {
-        let (v, w) = render(json!({"u": "{{u}}", "ui": "pre {{u}} post", "e": "{{nope}}", "m": "{{a}} and {{u}}!"}));
-        assert_eq!(v, json!({"u": "{{u}}", "ui": "pre {{u}} post", "e": "{{nope}}", "m": "1 and {{u}}!"}));
+        let (v, w) = render(
+            json!({"u": "{{u}}", "ui": "pre {{u}} post", "e": "{{nope}}", "m": "{{a}} and {{u}}!"}),
+        );
+        assert_eq!(
+            v,
+            json!({"u": "{{u}}", "ui": "pre {{u}} post", "e": "{{nope}}", "m": "1 and {{u}}!"})
+        );
         assert!(w.iter().any(|m| m.contains("undefined")), "{w:?}");
         assert!(w.iter().any(|m| m.contains("nope")), "{w:?}");
     }
@@ -494,7 +519,10 @@ mod tests {
             "method": "{{a}}",
             "params": {"message": "{{a}} {{b}}", "path": "{{a}}"}
         }));
-        assert_eq!(v, json!({"method": 1, "params": {"message": "{{a}} {{b}}", "path": "{{a}}"}}));
+        assert_eq!(
+            v,
+            json!({"method": 1, "params": {"message": "{{a}} {{b}}", "path": "{{a}}"}})
+        );
         assert!(w.iter().any(|m| m.contains("left unrendered")), "{w:?}");
         // through an array up to the object
         let (v, _) = render(json!({"p": {"list": ["{{a}}{{b}}", "{{a}}"]}, "q": "{{b}}"}));
@@ -522,7 +550,10 @@ mod tests {
     #[test]
     fn triple_braces_reach_the_method_as_double() {
         let (v, _) = render(json!({"raw": "{{{a}}}", "mixed": "x {{{a}}} y", "key {{{a}}}": 1}));
-        assert_eq!(v, json!({"raw": "{{a}}", "mixed": "x {{a}} y", "key {{a}}": 1}));
+        assert_eq!(
+            v,
+            json!({"raw": "{{a}}", "mixed": "x {{a}} y", "key {{a}}": 1})
+        );
     }
 
     #[test]
@@ -563,8 +594,14 @@ mod tests {
     fn js_string_matches_javascript() {
         assert_eq!(js_string(&json!(null)), "null");
         assert_eq!(js_string(&json!([1, null, "a"])), "1,,a");
-        assert_eq!(js_string(&json!(0.30000000000000004)), "0.30000000000000004");
-        assert_eq!(js_string(&json!({"type": "Buffer", "data": [104, 105]})), "hi");
+        assert_eq!(
+            js_string(&json!(0.30000000000000004)),
+            "0.30000000000000004"
+        );
+        assert_eq!(
+            js_string(&json!({"type": "Buffer", "data": [104, 105]})),
+            "hi"
+        );
     }
 
     #[test]

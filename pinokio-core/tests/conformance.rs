@@ -85,7 +85,10 @@ fn drive(case_dir: &Path, case: &Value) -> CaseResult {
                     }),
                 );
                 if let Some(e) = &outcome.error {
-                    run.insert("error".into(), json!({"script": script, "step": e.step, "message": e.message}));
+                    run.insert(
+                        "error".into(),
+                        json!({"script": script, "step": e.step, "message": e.message}),
+                    );
                 }
                 run.insert("visited".into(), json!(visited));
                 run.insert("steps".into(), common::redact_home(&json!(steps), &home));
@@ -130,9 +133,14 @@ fn drive(case_dir: &Path, case: &Value) -> CaseResult {
                 let ignore: Vec<String> = action
                     .get("ignore")
                     .and_then(|i| i.as_array())
-                    .map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect())
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|x| x.as_str().map(String::from))
+                            .collect()
+                    })
                     .unwrap_or_default();
-                let (changed, deleted) = common::file_changes(&case_dir.join("app"), &app_dir, &ignore, &home);
+                let (changed, deleted) =
+                    common::file_changes(&case_dir.join("app"), &app_dir, &ignore, &home);
                 let mut c = json!({"do": "files", "label": action["label"], "changed": changed, "deleted": deleted});
                 if let Some(ex) = action.get("exists").and_then(|e| e.as_array()) {
                     let m: Map<String, Value> = ex
@@ -157,12 +165,18 @@ fn drive(case_dir: &Path, case: &Value) -> CaseResult {
                         let href = match (&it.url, &it.script) {
                             (Some(u), _) => u.clone(),
                             (None, Some(s)) => {
-                                let rel = s.strip_prefix(home.join("api")).unwrap().display().to_string();
+                                let rel = s
+                                    .strip_prefix(home.join("api"))
+                                    .unwrap()
+                                    .display()
+                                    .to_string();
                                 let mut h = format!("/api/{rel}");
                                 if let Some(Value::Object(p)) = &it.params {
                                     let q: Vec<String> = p
                                         .iter()
-                                        .map(|(k, v)| format!("{k}={}", pinokio_core::template::js_string(v)))
+                                        .map(|(k, v)| {
+                                            format!("{k}={}", pinokio_core::template::js_string(v))
+                                        })
                                         .collect();
                                     if !q.is_empty() {
                                         h = format!("{h}?{}", q.join("&"));
@@ -172,7 +186,8 @@ fn drive(case_dir: &Path, case: &Value) -> CaseResult {
                             }
                             _ => it.href.clone().unwrap_or_default(),
                         };
-                        o["target"] = json!(format!("@{}", href.split('?').next().unwrap_or(&href)));
+                        o["target"] =
+                            json!(format!("@{}", href.split('?').next().unwrap_or(&href)));
                         o["href"] = json!(href);
                         if it.default {
                             o["default"] = json!(true);
@@ -201,18 +216,32 @@ fn compare(expected: &Value, got: &CaseResult) -> Vec<String> {
     let mut diffs = Vec::new();
     let exp_runs = expected["runs"].as_array().cloned().unwrap_or_default();
     if exp_runs.len() != got.runs.len() {
-        diffs.push(format!("run count: expected {}, got {}", exp_runs.len(), got.runs.len()));
+        diffs.push(format!(
+            "run count: expected {}, got {}",
+            exp_runs.len(),
+            got.runs.len()
+        ));
     }
     for (ri, (e, g)) in exp_runs.iter().zip(&got.runs).enumerate() {
         let what = format!("run {ri} ({})", e["script"]);
         if e["outcome"] != g["outcome"] {
-            diffs.push(format!("{what}: outcome expected {} got {}", e["outcome"], g["outcome"]));
+            diffs.push(format!(
+                "{what}: outcome expected {} got {}",
+                e["outcome"], g["outcome"]
+            ));
         }
         if e.get("error").is_some() {
             let es = e["error"].get("step").cloned().unwrap_or(Value::Null);
-            let gs = g.get("error").and_then(|x| x.get("step")).cloned().unwrap_or(Value::Null);
+            let gs = g
+                .get("error")
+                .and_then(|x| x.get("step"))
+                .cloned()
+                .unwrap_or(Value::Null);
             if es != gs {
-                diffs.push(format!("{what}: error step expected {es} got {gs} ({})", g.get("error").unwrap_or(&Value::Null)));
+                diffs.push(format!(
+                    "{what}: error step expected {es} got {gs} ({})",
+                    g.get("error").unwrap_or(&Value::Null)
+                ));
             }
         }
         compare_steps(&what, e, g, &mut diffs);
@@ -225,14 +254,25 @@ fn compare(expected: &Value, got: &CaseResult) -> Vec<String> {
     }
     let exp_checks: Vec<&Value> = expected["checks"]
         .as_array()
-        .map(|a| a.iter().filter(|c| c["do"] != "stop" && c["do"] != "http").collect())
+        .map(|a| {
+            a.iter()
+                .filter(|c| c["do"] != "stop" && c["do"] != "http")
+                .collect()
+        })
         .unwrap_or_default();
-    let got_checks: Vec<&Value> = got.checks.iter().filter(|c| c["do"] != "stop" && c["do"] != "http").collect();
+    let got_checks: Vec<&Value> = got
+        .checks
+        .iter()
+        .filter(|c| c["do"] != "stop" && c["do"] != "http")
+        .collect();
     for (e, g) in exp_checks.iter().zip(&got_checks) {
         let label = format!("check {} {:?}", e["do"], e.get("label"));
         for key in ["local", "running", "changed", "deleted", "exists", "items"] {
             if e.get(key).is_some() && e.get(key) != g.get(key) {
-                diffs.push(format!("{label}: {key}\n    expected {}\n    got      {}", e[key], g[key]));
+                diffs.push(format!(
+                    "{label}: {key}\n    expected {}\n    got      {}",
+                    e[key], g[key]
+                ));
             }
         }
     }
@@ -241,7 +281,10 @@ fn compare(expected: &Value, got: &CaseResult) -> Vec<String> {
 
 fn compare_steps(what: &str, e: &Value, g: &Value, diffs: &mut Vec<String>) {
     if e["visited"] != g["visited"] {
-        diffs.push(format!("{what}: visited expected {} got {}", e["visited"], g["visited"]));
+        diffs.push(format!(
+            "{what}: visited expected {} got {}",
+            e["visited"], g["visited"]
+        ));
     }
     let es = e["steps"].as_array().cloned().unwrap_or_default();
     let gs = g["steps"].as_array().cloned().unwrap_or_default();
@@ -256,7 +299,16 @@ fn compare_steps(what: &str, e: &Value, g: &Value, diffs: &mut Vec<String>) {
                 diffs.push(format!("{step}: unexpected error: {err}"));
             }
         }
-        for key in ["skipped", "method", "params", "input", "args", "local_before", "result", "result_undefined"] {
+        for key in [
+            "skipped",
+            "method",
+            "params",
+            "input",
+            "args",
+            "local_before",
+            "result",
+            "result_undefined",
+        ] {
             let ev = est.get(key);
             let gv = gst.get(key);
             if ev != gv {
@@ -268,7 +320,11 @@ fn compare_steps(what: &str, e: &Value, g: &Value, diffs: &mut Vec<String>) {
             }
         }
         if est["method"] == "log" && est.get("output") != gst.get("output") {
-            diffs.push(format!("{step}: log output expected {:?} got {:?}", est.get("output"), gst.get("output")));
+            diffs.push(format!(
+                "{step}: log output expected {:?} got {:?}",
+                est.get("output"),
+                gst.get("output")
+            ));
         }
     }
 }
@@ -294,7 +350,8 @@ fn conformance_pack() {
     let mut passed = 0;
     let mut pending = 0;
     for dir in &cases {
-        let case: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("case.json")).unwrap()).unwrap();
+        let case: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("case.json")).unwrap()).unwrap();
         let name = case["name"].as_str().unwrap().to_string();
         if let Some(o) = &only {
             if !name.contains(o.as_str()) {
@@ -310,18 +367,31 @@ fn conformance_pack() {
         if let Some(v) = d.get("use_version").and_then(|v| v.as_str()) {
             for diff in case["other_versions"][v]["differences"].as_array().unwrap() {
                 let other = &diff["other"];
-                let value = if other == "(absent)" { None } else { Some(other.clone()) };
+                let value = if other == "(absent)" {
+                    None
+                } else {
+                    Some(other.clone())
+                };
                 common::apply_patch(&mut expected, diff["path"].as_str().unwrap(), value);
             }
         }
         if let Some(patches) = d.get("patch").and_then(|p| p.as_array()) {
             for p in patches {
-                let value = if p.get("remove") == Some(&json!(true)) { None } else { Some(p["value"].clone()) };
+                let value = if p.get("remove") == Some(&json!(true)) {
+                    None
+                } else {
+                    Some(p["value"].clone())
+                };
                 common::apply_patch(&mut expected, p["path"].as_str().unwrap(), value);
             }
         }
-        if case.get("upstream_bug") == Some(&json!(true)) && d.get("patch").is_none() && d.get("pending").is_none() {
-            failures.push(format!("{name}: upstream_bug case needs a sane expectation in deviations.json"));
+        if case.get("upstream_bug") == Some(&json!(true))
+            && d.get("patch").is_none()
+            && d.get("pending").is_none()
+        {
+            failures.push(format!(
+                "{name}: upstream_bug case needs a sane expectation in deviations.json"
+            ));
             continue;
         }
         let got = drive(dir, &case);
@@ -342,6 +412,13 @@ fn conformance_pack() {
             }
         }
     }
-    eprintln!("conformance: {passed} passed, {pending} pending, {} failed", failures.len());
-    assert!(failures.is_empty(), "conformance failures:\n{}", failures.join("\n"));
+    eprintln!(
+        "conformance: {passed} passed, {pending} pending, {} failed",
+        failures.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "conformance failures:\n{}",
+        failures.join("\n")
+    );
 }

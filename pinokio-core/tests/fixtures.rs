@@ -22,7 +22,9 @@ fn matches_any(expected: &Value, got: &Value) -> bool {
     match (expected, got) {
         (Value::String(s), _) if s == "<ANY>" => true,
         (Value::Object(e), Value::Object(g)) => {
-            e.len() == g.len() && e.iter().all(|(k, v)| g.get(k).map(|gv| matches_any(v, gv)).unwrap_or(false))
+            e.len() == g.len()
+                && e.iter()
+                    .all(|(k, v)| g.get(k).map(|gv| matches_any(v, gv)).unwrap_or(false))
         }
         (e, g) => e == g,
     }
@@ -30,8 +32,9 @@ fn matches_any(expected: &Value, got: &Value) -> bool {
 
 fn run_fixture(dir: &Path) -> Vec<String> {
     let name = dir.file_name().unwrap().to_string_lossy().into_owned();
-    let expect: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("expect.json")).unwrap())
-        .unwrap_or_else(|e| panic!("{name}/expect.json: {e}"));
+    let expect: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expect.json")).unwrap())
+            .unwrap_or_else(|e| panic!("{name}/expect.json: {e}"));
     let tmp = tempfile::tempdir().unwrap();
     let sink = CollectSink::new();
     let mut options = EngineOptions::default();
@@ -66,7 +69,10 @@ fn run_fixture(dir: &Path) -> Vec<String> {
     };
     if let Some(s) = expect.get("status").and_then(|s| s.as_str()) {
         if s != status {
-            fails.push(format!("status: expected {s}, got {status} ({:?})", out.error));
+            fails.push(format!(
+                "status: expected {s}, got {status} ({:?})",
+                out.error
+            ));
         }
     }
     if let Some(e) = expect.get("error") {
@@ -75,14 +81,22 @@ fn run_fixture(dir: &Path) -> Vec<String> {
             Some(err) => {
                 let text = err.to_string();
                 if e.get("step").is_some() && e["step"] != serde_json::json!(err.step) {
-                    fails.push(format!("error step: expected {}, got {:?}", e["step"], err.step));
+                    fails.push(format!(
+                        "error step: expected {}, got {:?}",
+                        e["step"], err.step
+                    ));
                 }
                 if let Some(m) = e.get("method").and_then(|m| m.as_str()) {
                     if err.method.as_deref() != Some(m) {
                         fails.push(format!("error method: expected {m}, got {:?}", err.method));
                     }
                 }
-                for c in e.get("contains").and_then(|c| c.as_array()).into_iter().flatten() {
+                for c in e
+                    .get("contains")
+                    .and_then(|c| c.as_array())
+                    .into_iter()
+                    .flatten()
+                {
                     let c = c.as_str().unwrap();
                     if !text.contains(c) {
                         fails.push(format!("error {text:?} does not contain {c:?}"));
@@ -112,17 +126,32 @@ fn run_fixture(dir: &Path) -> Vec<String> {
             _ => None,
         })
         .collect();
-    for c in expect.get("output_contains").and_then(|c| c.as_array()).into_iter().flatten() {
+    for c in expect
+        .get("output_contains")
+        .and_then(|c| c.as_array())
+        .into_iter()
+        .flatten()
+    {
         if !output.contains(c.as_str().unwrap()) {
             fails.push(format!("output does not contain {c}: {output:?}"));
         }
     }
-    for c in expect.get("output_excludes").and_then(|c| c.as_array()).into_iter().flatten() {
+    for c in expect
+        .get("output_excludes")
+        .and_then(|c| c.as_array())
+        .into_iter()
+        .flatten()
+    {
         if output.contains(c.as_str().unwrap()) {
             fails.push(format!("output contains {c}: {output:?}"));
         }
     }
-    for c in expect.get("warnings_contain").and_then(|c| c.as_array()).into_iter().flatten() {
+    for c in expect
+        .get("warnings_contain")
+        .and_then(|c| c.as_array())
+        .into_iter()
+        .flatten()
+    {
         if !warnings.iter().any(|w| w.contains(c.as_str().unwrap())) {
             fails.push(format!("no warning contains {c}: {warnings:?}"));
         }
@@ -159,7 +188,11 @@ fn fixture_launchers() {
         .filter(|p| p.join("expect.json").is_file())
         .collect();
     dirs.sort();
-    assert!(dirs.len() >= 10, "fixture folders missing under {}", root.display());
+    assert!(
+        dirs.len() >= 10,
+        "fixture folders missing under {}",
+        root.display()
+    );
     let fails: Vec<String> = dirs.iter().flat_map(|d| run_fixture(d)).collect();
     assert!(fails.is_empty(), "fixture failures:\n{}", fails.join("\n"));
 }

@@ -44,9 +44,15 @@ impl Harness {
     fn run(&self, app: &str, steps: Value) -> (RunOutcome, Vec<Event>) {
         let dir = self.app(app);
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("x.json"), serde_json::to_string_pretty(&json!({ "run": steps })).unwrap()).unwrap();
+        std::fs::write(
+            dir.join("x.json"),
+            serde_json::to_string_pretty(&json!({ "run": steps })).unwrap(),
+        )
+        .unwrap();
         self.sink.take();
-        let outcome = self.engine.run(RunRequest::new(format!("~/api/{app}/x.json")));
+        let outcome = self
+            .engine
+            .run(RunRequest::new(format!("~/api/{app}/x.json")));
         (outcome, self.sink.take())
     }
 }
@@ -56,7 +62,10 @@ fn output(events: &[Event], index: usize) -> String {
     events
         .iter()
         .filter_map(|e| match &e.kind {
-            EventKind::Output { index: Some(i), text } if *i == index => Some(text.as_str()),
+            EventKind::Output {
+                index: Some(i),
+                text,
+            } if *i == index => Some(text.as_str()),
             _ => None,
         })
         .collect()
@@ -72,7 +81,11 @@ fn result(events: &[Event], index: usize) -> Option<Option<Value>> {
 }
 
 fn error_message(outcome: &RunOutcome) -> String {
-    outcome.error.as_ref().map(|e| e.message.clone()).unwrap_or_default()
+    outcome
+        .error
+        .as_ref()
+        .map(|e| e.message.clone())
+        .unwrap_or_default()
 }
 
 fn read(p: &Path) -> String {
@@ -129,7 +142,10 @@ fn case_11_write_read_copy_rm() {
     }
     assert_eq!(result(&events, 4), Some(Some(json!("line1\nline2\nline3"))));
     let b_json = br#"{"k":1,"list":[1,2]}"#.to_vec();
-    assert_eq!(result(&events, 6), Some(Some(json!({ "type": "Buffer", "data": b_json }))));
+    assert_eq!(
+        result(&events, 6),
+        Some(Some(json!({ "type": "Buffer", "data": b_json })))
+    );
     assert_eq!(output(&events, 5), "read utf8: \"line1\\nline2\\nline3\"\n");
 
     // Printed paths.
@@ -137,20 +153,39 @@ fn case_11_write_read_copy_rm() {
     let d = |p: &str| app.join(p).display().to_string();
     assert_eq!(
         output(&events, 8),
-        format!("\ncopying:\nfrom: {}\nto: {}\ndone\n", d("out/a.txt"), d("copies/a-copy.txt"))
+        format!(
+            "\ncopying:\nfrom: {}\nto: {}\ndone\n",
+            d("out/a.txt"),
+            d("copies/a-copy.txt")
+        )
     );
-    assert_eq!(output(&events, 9), format!("\ncopying:\nfrom: {}\nto: {}\ndone\n", d("out"), d("out2")));
-    assert_eq!(output(&events, 10), format!("\nremoving:\n{}\ndone\n", d("out/b.json")));
-    assert_eq!(output(&events, 11), format!("\nremoving:\n{}\ndone\n", d("out2")));
+    assert_eq!(
+        output(&events, 9),
+        format!("\ncopying:\nfrom: {}\nto: {}\ndone\n", d("out"), d("out2"))
+    );
+    assert_eq!(
+        output(&events, 10),
+        format!("\nremoving:\n{}\ndone\n", d("out/b.json"))
+    );
+    assert_eq!(
+        output(&events, 11),
+        format!("\nremoving:\n{}\ndone\n", d("out2"))
+    );
 
     // Files after the run (case.json `checks`).
     assert_eq!(read(&app.join("copies/a-copy.txt")), "line1\nline2\nline3");
     assert!(app.join("made/deep/dir").is_dir());
     assert_eq!(read(&app.join("out/a.txt")), "overwritten");
-    assert_eq!(read(&app.join("out/c.json")), "{\n  \"k\": 1,\n  \"list\": [\n    1,\n    2\n  ]\n}");
+    assert_eq!(
+        read(&app.join("out/c.json")),
+        "{\n  \"k\": 1,\n  \"list\": [\n    1,\n    2\n  ]\n}"
+    );
     assert!(!app.join("out/b.json").exists());
     assert!(!app.join("out2").exists());
-    assert!(!app.join("out/empty.txt").exists(), "empty text writes no file");
+    assert!(
+        !app.join("out/empty.txt").exists(),
+        "empty text writes no file"
+    );
     assert_eq!(names(&app.join("out")), ["a.txt", "c.json"]);
     assert_eq!(names(&app), ["copies", "made", "out", "x.json"]);
 }
@@ -178,7 +213,11 @@ fn case_29_non_string_text_fails_the_step() {
         "{}",
         err.message
     );
-    assert!(err.message.contains("number.txt"), "names the path: {}", err.message);
+    assert!(
+        err.message.contains("number.txt"),
+        "names the path: {}",
+        err.message
+    );
     assert!(events
         .iter()
         .any(|e| matches!(&e.kind, EventKind::StepError { index: 1, .. })));
@@ -193,8 +232,15 @@ fn failed_write_keeps_the_old_file() {
     let app = h.app("keep");
     std::fs::create_dir_all(&app).unwrap();
     std::fs::write(app.join("t.txt"), "old").unwrap();
-    let (outcome, _) = h.run("keep", json!([{ "method": "fs.write", "params": { "path": "t.txt", "text": { "a": 1 } } }]));
-    assert!(error_message(&outcome).contains("Received an instance of Object"), "{:?}", outcome.error);
+    let (outcome, _) = h.run(
+        "keep",
+        json!([{ "method": "fs.write", "params": { "path": "t.txt", "text": { "a": 1 } } }]),
+    );
+    assert!(
+        error_message(&outcome).contains("Received an instance of Object"),
+        "{:?}",
+        outcome.error
+    );
     assert_eq!(read(&app.join("t.txt")), "old");
 }
 
@@ -205,9 +251,16 @@ fn rm_refuses_paths_outside_the_home() {
     let victim = outside.path().join("victim.txt");
     std::fs::write(&victim, "keep me").unwrap();
 
-    let (outcome, events) = h.run("rmout", json!([{ "method": "fs.rm", "params": { "path": victim.display().to_string() } }]));
+    let (outcome, events) = h.run(
+        "rmout",
+        json!([{ "method": "fs.rm", "params": { "path": victim.display().to_string() } }]),
+    );
     assert_eq!(outcome.status, RunStatus::Error);
-    assert!(error_message(&outcome).contains("outside the Pinokio home"), "{:?}", outcome.error);
+    assert!(
+        error_message(&outcome).contains("outside the Pinokio home"),
+        "{:?}",
+        outcome.error
+    );
     assert!(error_message(&outcome).contains("victim.txt"));
     assert!(output(&events, 0).is_empty(), "nothing printed as removed");
     assert_eq!(read(&victim), "keep me");
@@ -238,9 +291,16 @@ fn rm_refuses_escapes_the_home_and_api() {
         ("~/api", "apps folder"),
         ("~/api/", "apps folder"),
     ] {
-        let (outcome, _) = h.run("esc", json!([{ "method": "fs.rm", "params": { "path": path } }]));
+        let (outcome, _) = h.run(
+            "esc",
+            json!([{ "method": "fs.rm", "params": { "path": path } }]),
+        );
         assert_eq!(outcome.status, RunStatus::Error, "{path}");
-        assert!(error_message(&outcome).contains(why), "{path}: {:?}", outcome.error);
+        assert!(
+            error_message(&outcome).contains(why),
+            "{path}: {:?}",
+            outcome.error
+        );
     }
     assert!(marker.exists());
     assert!(beside.exists());
@@ -260,7 +320,10 @@ fn rm_refuses_escapes_the_home_and_api() {
     assert!(h.home().join("cache").is_dir());
     assert_eq!(
         output(&events, 2),
-        format!("\nremoving:\n{}\ndone\n", h.app("esc").join("does/not/exist").display())
+        format!(
+            "\nremoving:\n{}\ndone\n",
+            h.app("esc").join("does/not/exist").display()
+        )
     );
 }
 
@@ -285,7 +348,10 @@ fn rm_removes_symlinks_without_following_them() {
         ]),
     );
     assert!(outcome.ok(), "{:?}", outcome.error);
-    assert!(std::fs::symlink_metadata(app.join("link")).is_err(), "the link is gone");
+    assert!(
+        std::fs::symlink_metadata(app.join("link")).is_err(),
+        "the link is gone"
+    );
     assert!(!app.join("tree").exists(), "the tree is gone");
     assert_eq!(read(&outside.path().join("data/sub/f.txt")), "precious");
     assert_eq!(names(&outside.path().join("data")), ["sub"]);
@@ -312,7 +378,10 @@ fn write_is_atomic_and_replaces_files_and_folders() {
     assert_eq!(read(&app.join("out/deep/er/g.json")), "{\n  \"a\": []\n}");
     assert_eq!(read(&app.join("out/h.txt")), "falls through");
     // No temp files left behind.
-    assert_eq!(names(&app.join("out")), ["deep", "f.txt", "h.txt", "was-a-folder"]);
+    assert_eq!(
+        names(&app.join("out")),
+        ["deep", "f.txt", "h.txt", "was-a-folder"]
+    );
     assert_eq!(names(&app.join("out/deep/er")), ["g.json"]);
 }
 
@@ -335,9 +404,17 @@ fn falsy_data_deletes_the_target_and_says_so() {
     assert!(outcome.ok(), "{:?}", outcome.error);
     assert!(!app.join("a.txt").exists());
     assert!(!app.join("b.txt").exists());
-    assert_eq!(read(&app.join("c.txt")), "old", "append with nothing leaves the file");
+    assert_eq!(
+        read(&app.join("c.txt")),
+        "old",
+        "append with nothing leaves the file"
+    );
     for i in 0..3 {
-        assert!(output(&events, i).contains("nothing was written"), "step {i}: {:?}", output(&events, i));
+        assert!(
+            output(&events, i).contains("nothing was written"),
+            "step {i}: {:?}",
+            output(&events, i)
+        );
     }
 }
 
@@ -357,14 +434,30 @@ fn buffer_and_append_write_raw_bytes() {
         ]),
     );
     assert!(outcome.ok(), "{:?}", outcome.error);
-    assert_eq!(std::fs::read(app.join("s.bin")).unwrap(), "héllo".as_bytes());
-    assert_eq!(std::fs::read(app.join("b.bin")).unwrap(), vec![0u8, 255, 10, 128]);
-    assert_eq!(std::fs::read(app.join("a.bin")).unwrap(), vec![1u8, 2, 3, 4]);
+    assert_eq!(
+        std::fs::read(app.join("s.bin")).unwrap(),
+        "héllo".as_bytes()
+    );
+    assert_eq!(
+        std::fs::read(app.join("b.bin")).unwrap(),
+        vec![0u8, 255, 10, 128]
+    );
+    assert_eq!(
+        std::fs::read(app.join("a.bin")).unwrap(),
+        vec![1u8, 2, 3, 4]
+    );
     assert_eq!(read(&app.join("new/dir/app.txt")), "{\"x\":true}!");
 
-    let (outcome, _) = h.run("buf", json!([{ "method": "fs.write", "params": { "path": "bad.bin", "buffer": [1, 256] } }]));
+    let (outcome, _) = h.run(
+        "buf",
+        json!([{ "method": "fs.write", "params": { "path": "bad.bin", "buffer": [1, 256] } }]),
+    );
     assert_eq!(outcome.status, RunStatus::Error);
-    assert!(error_message(&outcome).contains("256"), "{:?}", outcome.error);
+    assert!(
+        error_message(&outcome).contains("256"),
+        "{:?}",
+        outcome.error
+    );
     assert!(!app.join("bad.bin").exists());
 }
 
@@ -388,16 +481,35 @@ fn read_encodings_and_missing_file() {
     assert_eq!(result(&events, 1), Some(Some(json!("deadbeef6869"))));
     assert_eq!(
         result(&events, 2),
-        Some(Some(json!({ "type": "Buffer", "data": [222, 173, 190, 239, 104, 105] })))
+        Some(Some(
+            json!({ "type": "Buffer", "data": [222, 173, 190, 239, 104, 105] })
+        ))
     );
-    assert_eq!(result(&events, 3), Some(Some(json!("\u{de}\u{ad}\u{be}\u{ef}hi"))));
+    assert_eq!(
+        result(&events, 3),
+        Some(Some(json!("\u{de}\u{ad}\u{be}\u{ef}hi")))
+    );
 
-    let (outcome, _) = h.run("enc", json!([{ "method": "fs.read", "params": { "path": "nope.txt" } }]));
+    let (outcome, _) = h.run(
+        "enc",
+        json!([{ "method": "fs.read", "params": { "path": "nope.txt" } }]),
+    );
     assert_eq!(outcome.status, RunStatus::Error);
-    assert!(error_message(&outcome).contains(&app.join("nope.txt").display().to_string()), "{:?}", outcome.error);
+    assert!(
+        error_message(&outcome).contains(&app.join("nope.txt").display().to_string()),
+        "{:?}",
+        outcome.error
+    );
 
-    let (outcome, _) = h.run("enc", json!([{ "method": "fs.read", "params": { "path": "bin", "encoding": "klingon" } }]));
-    assert!(error_message(&outcome).contains("unknown encoding"), "{:?}", outcome.error);
+    let (outcome, _) = h.run(
+        "enc",
+        json!([{ "method": "fs.read", "params": { "path": "bin", "encoding": "klingon" } }]),
+    );
+    assert!(
+        error_message(&outcome).contains("unknown encoding"),
+        "{:?}",
+        outcome.error
+    );
 }
 
 #[test]
@@ -406,9 +518,16 @@ fn copy_folder_needs_recursive() {
     let app = h.app("cp");
     std::fs::create_dir_all(app.join("src/sub")).unwrap();
     std::fs::write(app.join("src/sub/f.txt"), "f").unwrap();
-    let (outcome, events) = h.run("cp", json!([{ "method": "fs.copy", "params": { "src": "src", "dest": "dst" } }]));
+    let (outcome, events) = h.run(
+        "cp",
+        json!([{ "method": "fs.copy", "params": { "src": "src", "dest": "dst" } }]),
+    );
     assert_eq!(outcome.status, RunStatus::Error);
-    assert!(error_message(&outcome).contains("is a directory"), "{:?}", outcome.error);
+    assert!(
+        error_message(&outcome).contains("is a directory"),
+        "{:?}",
+        outcome.error
+    );
     assert!(error_message(&outcome).contains(&app.join("src").display().to_string()));
     assert!(!app.join("dst").exists());
     assert!(output(&events, 0).is_empty());
@@ -417,13 +536,21 @@ fn copy_folder_needs_recursive() {
         "cp",
         json!([{ "method": "fs.copy", "params": { "src": "src", "dest": "src/sub/inside", "options": { "recursive": true } } }]),
     );
-    assert!(error_message(&outcome).contains("subdirectory of itself"), "{:?}", outcome.error);
+    assert!(
+        error_message(&outcome).contains("subdirectory of itself"),
+        "{:?}",
+        outcome.error
+    );
 
     let (outcome, _) = h.run(
         "cp",
         json!([{ "method": "fs.copy", "params": { "src": "missing", "dest": "x" } }]),
     );
-    assert!(error_message(&outcome).contains(&app.join("missing").display().to_string()), "{:?}", outcome.error);
+    assert!(
+        error_message(&outcome).contains(&app.join("missing").display().to_string()),
+        "{:?}",
+        outcome.error
+    );
 }
 
 #[test]
@@ -443,8 +570,15 @@ fn copy_force_and_error_on_exist() {
         "cpx",
         json!([{ "method": "fs.copy", "params": { "src": "a.txt", "dest": "d/a.txt", "options": { "force": false, "errorOnExist": true } } }]),
     );
-    assert!(error_message(&outcome).contains("already exists"), "{:?}", outcome.error);
-    let (outcome, _) = h.run("cpx", json!([{ "method": "fs.copy", "params": { "src": "a.txt", "dest": "d/a.txt" } }]));
+    assert!(
+        error_message(&outcome).contains("already exists"),
+        "{:?}",
+        outcome.error
+    );
+    let (outcome, _) = h.run(
+        "cpx",
+        json!([{ "method": "fs.copy", "params": { "src": "a.txt", "dest": "d/a.txt" } }]),
+    );
     assert!(outcome.ok(), "{:?}", outcome.error);
     assert_eq!(read(&app.join("d/a.txt")), "new", "force defaults to true");
 }
@@ -468,7 +602,10 @@ fn copy_keeps_symlinks_unless_dereference() {
     let kept = std::fs::symlink_metadata(app.join("kept/link")).unwrap();
     assert!(kept.file_type().is_symlink());
     // Like Node, a relative link target is resolved against the source folder.
-    assert_eq!(std::fs::read_link(app.join("kept/link")).unwrap(), app.join("src/real"));
+    assert_eq!(
+        std::fs::read_link(app.join("kept/link")).unwrap(),
+        app.join("src/real")
+    );
     let deref = std::fs::symlink_metadata(app.join("deref/link")).unwrap();
     assert!(deref.is_dir(), "dereference copies the folder");
     assert_eq!(read(&app.join("deref/link/f.txt")), "f");
@@ -496,7 +633,9 @@ fn cat_make_and_open() {
     let opened: Vec<(usize, String, Option<String>)> = events
         .iter()
         .filter_map(|e| match &e.kind {
-            EventKind::OpenUrl { index, url, target } => Some((*index, url.clone(), target.clone())),
+            EventKind::OpenUrl { index, url, target } => {
+                Some((*index, url.clone(), target.clone()))
+            }
             _ => None,
         })
         .collect();

@@ -160,7 +160,9 @@ impl JsRuntime {
         ctx.with(|ctx| -> Result<(), JsError> {
             let h = Object::new(ctx.clone()).map_err(|e| js_err(&ctx, e))?;
             install_host(&ctx, &h, host, sys_text).map_err(|e| js_err(&ctx, e))?;
-            ctx.globals().set("__host", h).map_err(|e| js_err(&ctx, e))?;
+            ctx.globals()
+                .set("__host", h)
+                .map_err(|e| js_err(&ctx, e))?;
             ctx.eval::<(), _>(PRELUDE).map_err(|e| js_err(&ctx, e))?;
             Ok(())
         })?;
@@ -184,7 +186,8 @@ impl JsRuntime {
     /// Publish machine facts for `kernel.*`.
     pub fn set_facts(&self, facts: &JsFacts) -> Result<(), JsError> {
         let text = serde_json::to_string(facts).map_err(|e| JsError::Engine(e.to_string()))?;
-        self.call_pk("setFacts", (text,), self.load_limit).map(|_: ()| ())
+        self.call_pk("setFacts", (text,), self.load_limit)
+            .map(|_: ()| ())
     }
 
     fn call_pk<A, R>(&self, name: &str, args: A, limit: Duration) -> Result<R, JsError>
@@ -247,15 +250,17 @@ impl JsRuntime {
             f.call_arg::<()>(call_args).map_err(|e| js_err(&ctx, e))
         })?;
         loop {
-            let filled = self.ctx.with(|ctx| -> Result<Option<(String, String)>, JsError> {
-                let slot: Array = ctx.globals().get("__slot").map_err(|e| js_err(&ctx, e))?;
-                if slot.len() >= 2 {
-                    let status: String = slot.get(0).map_err(|e| js_err(&ctx, e))?;
-                    let text: String = slot.get(1).map_err(|e| js_err(&ctx, e))?;
-                    return Ok(Some((status, text)));
-                }
-                Ok(None)
-            })?;
+            let filled = self
+                .ctx
+                .with(|ctx| -> Result<Option<(String, String)>, JsError> {
+                    let slot: Array = ctx.globals().get("__slot").map_err(|e| js_err(&ctx, e))?;
+                    if slot.len() >= 2 {
+                        let status: String = slot.get(0).map_err(|e| js_err(&ctx, e))?;
+                        let text: String = slot.get(1).map_err(|e| js_err(&ctx, e))?;
+                        return Ok(Some((status, text)));
+                    }
+                    Ok(None)
+                })?;
             if let Some(done) = filled {
                 return Ok(done);
             }
@@ -360,15 +365,20 @@ impl JsRuntime {
         };
         match self.call_pk::<_, String>("evaluate", (expr, m), self.template_limit) {
             Ok(s) => decode_eval(&s, mode),
-            Err(JsError::Timeout(d)) => EvalResult::RuntimeError(format!(
-                "evaluation exceeded the time limit of {d:?}"
-            )),
+            Err(JsError::Timeout(d)) => {
+                EvalResult::RuntimeError(format!("evaluation exceeded the time limit of {d:?}"))
+            }
             Err(e) => EvalResult::RuntimeError(e.to_string()),
         }
     }
 
     /// `new RegExp(source, flags).exec(text)` as a JSON array of strings (null for unmatched groups).
-    pub fn regex_exec(&self, source: &str, flags: &str, text: &str) -> Result<Option<Value>, JsError> {
+    pub fn regex_exec(
+        &self,
+        source: &str,
+        flags: &str,
+        text: &str,
+    ) -> Result<Option<Value>, JsError> {
         let s: String = self.call_pk("regexExec", (source, flags, text), self.template_limit)?;
         if s.is_empty() {
             return Ok(None);
@@ -427,7 +437,11 @@ pub fn normalise_numbers(v: Value) -> Value {
             Value::Number(n)
         }
         Value::Array(a) => Value::Array(a.into_iter().map(normalise_numbers).collect()),
-        Value::Object(o) => Value::Object(o.into_iter().map(|(k, v)| (k, normalise_numbers(v))).collect()),
+        Value::Object(o) => Value::Object(
+            o.into_iter()
+                .map(|(k, v)| (k, normalise_numbers(v)))
+                .collect(),
+        ),
         other => other,
     }
 }
@@ -438,10 +452,7 @@ fn install_host<'js>(
     host: Arc<dyn KernelHost>,
     sys_text: String,
 ) -> rquickjs::Result<()> {
-    h.set(
-        "sys",
-        Function::new(ctx.clone(), move || sys_text.clone())?,
-    )?;
+    h.set("sys", Function::new(ctx.clone(), move || sys_text.clone())?)?;
     h.set(
         "vendor",
         Function::new(ctx.clone(), |name: String| match name.as_str() {
@@ -452,31 +463,40 @@ fn install_host<'js>(
     )?;
     h.set(
         "readFile",
-        Function::new(ctx.clone(), |ctx: Ctx<'js>, p: String| -> rquickjs::Result<String> {
-            std::fs::read(&p)
-                .map(|b| String::from_utf8_lossy(&b).into_owned())
-                .map_err(|e| {
-                    rquickjs::Exception::throw_message(&ctx, &format!("ENOENT: cannot read '{p}': {e}"))
-                })
-        })?,
+        Function::new(
+            ctx.clone(),
+            |ctx: Ctx<'js>, p: String| -> rquickjs::Result<String> {
+                std::fs::read(&p)
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+                    .map_err(|e| {
+                        rquickjs::Exception::throw_message(
+                            &ctx,
+                            &format!("ENOENT: cannot read '{p}': {e}"),
+                        )
+                    })
+            },
+        )?,
     )?;
     h.set(
         "readFileBytes",
-        Function::new(ctx.clone(), |ctx: Ctx<'js>, p: String| -> rquickjs::Result<String> {
-            match std::fs::read(&p) {
-                Ok(b) => {
-                    let mut s = String::with_capacity(b.len() * 2);
-                    for x in b {
-                        s.push_str(&format!("{x:02x}"));
+        Function::new(
+            ctx.clone(),
+            |ctx: Ctx<'js>, p: String| -> rquickjs::Result<String> {
+                match std::fs::read(&p) {
+                    Ok(b) => {
+                        let mut s = String::with_capacity(b.len() * 2);
+                        for x in b {
+                            s.push_str(&format!("{x:02x}"));
+                        }
+                        Ok(s)
                     }
-                    Ok(s)
+                    Err(e) => Err(rquickjs::Exception::throw_message(
+                        &ctx,
+                        &format!("ENOENT: cannot read '{p}': {e}"),
+                    )),
                 }
-                Err(e) => Err(rquickjs::Exception::throw_message(
-                    &ctx,
-                    &format!("ENOENT: cannot read '{p}': {e}"),
-                )),
-            }
-        })?,
+            },
+        )?,
     )?;
     h.set(
         "stat",
@@ -505,17 +525,23 @@ fn install_host<'js>(
     )?;
     h.set(
         "readdir",
-        Function::new(ctx.clone(), |ctx: Ctx<'js>, p: String| -> rquickjs::Result<String> {
-            let rd = std::fs::read_dir(&p).map_err(|e| {
-                rquickjs::Exception::throw_message(&ctx, &format!("ENOENT: cannot read directory '{p}': {e}"))
-            })?;
-            let mut names: Vec<String> = rd
-                .filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect();
-            names.sort();
-            Ok(serde_json::to_string(&names).unwrap_or_else(|_| "[]".into()))
-        })?,
+        Function::new(
+            ctx.clone(),
+            |ctx: Ctx<'js>, p: String| -> rquickjs::Result<String> {
+                let rd = std::fs::read_dir(&p).map_err(|e| {
+                    rquickjs::Exception::throw_message(
+                        &ctx,
+                        &format!("ENOENT: cannot read directory '{p}': {e}"),
+                    )
+                })?;
+                let mut names: Vec<String> = rd
+                    .filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect();
+                names.sort();
+                Ok(serde_json::to_string(&names).unwrap_or_else(|_| "[]".into()))
+            },
+        )?,
     )?;
     let hl = host.clone();
     h.set(
@@ -531,7 +557,12 @@ fn install_host<'js>(
             ctx.clone(),
             move |ctx: Ctx<'js>, op: String, args: String| -> rquickjs::Result<String> {
                 let args: Vec<Value> = serde_json::from_str(&args).unwrap_or_default();
-                let s0 = || args.first().and_then(|v| v.as_str()).unwrap_or("").to_string();
+                let s0 = || {
+                    args.first()
+                        .and_then(|v| v.as_str())
+                        .unwrap_or("")
+                        .to_string()
+                };
                 let out: Option<Value> = match op.as_str() {
                     "running" | "running_mark" => Some(Value::Bool(hk.running(&s0()))),
                     "ready" => Some(Value::Bool(hk.ready(&s0()))),

@@ -23,8 +23,12 @@ use crate::home::normalize;
 use crate::template::{js_string, truthy};
 
 pub fn register(r: &mut Registry) {
-    r.register("fs.write", |cx: &mut MethodCx<'_>, p: Value| fs_write(cx, p, false));
-    r.register("fs.append", |cx: &mut MethodCx<'_>, p: Value| fs_write(cx, p, true));
+    r.register("fs.write", |cx: &mut MethodCx<'_>, p: Value| {
+        fs_write(cx, p, false)
+    });
+    r.register("fs.append", |cx: &mut MethodCx<'_>, p: Value| {
+        fs_write(cx, p, true)
+    });
     r.register("fs.read", fs_read);
     r.register("fs.rm", fs_rm);
     r.register("fs.remove", fs_rm);
@@ -155,10 +159,12 @@ fn buffer_bytes(v: &Value) -> Result<Vec<u8>, MethodError> {
     let arr = match v {
         Value::String(s) => return Ok(s.as_bytes().to_vec()),
         Value::Array(a) => a,
-        Value::Object(o) if o.get("type").and_then(Value::as_str) == Some("Buffer") => match o.get("data") {
-            Some(Value::Array(a)) => a,
-            _ => return Err(MethodError::Failed(invalid_data_type(v))),
-        },
+        Value::Object(o) if o.get("type").and_then(Value::as_str) == Some("Buffer") => {
+            match o.get("data") {
+                Some(Value::Array(a)) => a,
+                _ => return Err(MethodError::Failed(invalid_data_type(v))),
+            }
+        }
         other => return Err(MethodError::Failed(invalid_data_type(other))),
     };
     arr.iter()
@@ -171,7 +177,11 @@ fn buffer_bytes(v: &Value) -> Result<Vec<u8>, MethodError> {
         .collect()
 }
 
-fn fs_write(cx: &mut MethodCx<'_>, params: Value, append: bool) -> Result<Option<Value>, MethodError> {
+fn fs_write(
+    cx: &mut MethodCx<'_>,
+    params: Value,
+    append: bool,
+) -> Result<Option<Value>, MethodError> {
     let p: WriteParams = parse_params(cx.method, params)?;
     let path = cx.resolve(&p.path)?;
     // Check the data before touching anything on disk.
@@ -220,7 +230,11 @@ fn fs_write(cx: &mut MethodCx<'_>, params: Value, append: bool) -> Result<Option
                 "{}: nothing was written to {} (no truthy json, json2, buffer or text){}\n",
                 cx.method,
                 path.display(),
-                if removed { "; the old file was removed" } else { "" }
+                if removed {
+                    "; the old file was removed"
+                } else {
+                    ""
+                }
             ));
         }
     }
@@ -244,10 +258,15 @@ fn fs_read(cx: &mut MethodCx<'_>, params: Value) -> Result<Option<Value>, Method
     };
     let bytes = std::fs::read(&path).map_err(|e| MethodError::io(&path, e))?;
     match encoding {
-        None => Ok(Some(json!(String::from_utf8_lossy(&bytes)))),
+        None => Ok(Some(buffer_json(&bytes))),
         Some(enc) => decode(&bytes, &enc)
             .map(|s| Some(Value::String(s)))
-            .ok_or_else(|| MethodError::Failed(format!("fs.read {}: unknown encoding {enc:?}", path.display()))),
+            .ok_or_else(|| {
+                MethodError::Failed(format!(
+                    "fs.read {}: unknown encoding {enc:?}",
+                    path.display()
+                ))
+            }),
     }
 }
 
@@ -285,7 +304,11 @@ fn base64(bytes: &[u8], url: bool) -> String {
     };
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         let chars = chunk.len() + 1;
         for i in 0..4 {
@@ -467,13 +490,19 @@ fn copy_entry(
         }
         if created {
             // Like Node: the new folder gets the source's mode at the end.
-            std::fs::set_permissions(dest, meta.permissions()).map_err(|e| MethodError::io(dest, e))?;
+            std::fs::set_permissions(dest, meta.permissions())
+                .map_err(|e| MethodError::io(dest, e))?;
         }
         return Ok(());
     }
     if ft.is_file() {
         if dest_meta.is_some() {
-            if dest_is_dir && !dest_meta.as_ref().map(|m| m.file_type().is_symlink()).unwrap_or(false) {
+            if dest_is_dir
+                && !dest_meta
+                    .as_ref()
+                    .map(|m| m.file_type().is_symlink())
+                    .unwrap_or(false)
+            {
                 return Err(MethodError::Failed(format!(
                     "cannot overwrite directory {} with non-directory {}",
                     dest.display(),
@@ -531,7 +560,10 @@ fn may_replace(dest: &Path, opts: &CopyOptions) -> Result<bool, MethodError> {
     if opts.force {
         Ok(true)
     } else if opts.error_on_exist {
-        Err(MethodError::Failed(format!("{} already exists", dest.display())))
+        Err(MethodError::Failed(format!(
+            "{} already exists",
+            dest.display()
+        )))
     } else {
         Ok(false)
     }
@@ -544,7 +576,10 @@ fn make_symlink(target: &Path, link: &Path) -> Result<(), MethodError> {
 
 #[cfg(windows)]
 fn make_symlink(target: &Path, link: &Path) -> Result<(), MethodError> {
-    let res = if std::fs::metadata(target).map(|m| m.is_dir()).unwrap_or(false) {
+    let res = if std::fs::metadata(target)
+        .map(|m| m.is_dir())
+        .unwrap_or(false)
+    {
         std::os::windows::fs::symlink_dir(target, link)
     } else {
         std::os::windows::fs::symlink_file(target, link)
@@ -635,7 +670,10 @@ mod tests {
         assert_eq!(decode(&[0x68, 0xe9], "latin1").as_deref(), Some("hé"));
         assert_eq!(decode(&[0x68, 0xe9], "ascii").as_deref(), Some("hi"));
         assert_eq!(decode(&[0x00, 0xff], "HEX").as_deref(), Some("00ff"));
-        assert_eq!(decode(&[0x68, 0x00, 0x69, 0x00], "utf16le").as_deref(), Some("hi"));
+        assert_eq!(
+            decode(&[0x68, 0x00, 0x69, 0x00], "utf16le").as_deref(),
+            Some("hi")
+        );
         assert_eq!(decode(b"x", "klingon"), None);
     }
 

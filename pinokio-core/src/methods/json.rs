@@ -55,7 +55,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), MethodError> {
     })
 }
 
-fn object_params<'a>(cx: &MethodCx<'_>, p: &'a Value) -> Result<&'a Map<String, Value>, MethodError> {
+fn object_params<'a>(
+    cx: &MethodCx<'_>,
+    p: &'a Value,
+) -> Result<&'a Map<String, Value>, MethodError> {
     p.as_object().ok_or_else(|| MethodError::InvalidParams {
         method: cx.method.to_string(),
         message: "params must be an object of { \"<file>.json\": ... }".into(),
@@ -66,7 +69,10 @@ fn object_params<'a>(cx: &MethodCx<'_>, p: &'a Value) -> Result<&'a Map<String, 
 pub fn set_files(cx: &MethodCx<'_>, p: &Value) -> Result<(), MethodError> {
     for (file, updates) in object_params(cx, p)? {
         if !is_json_name(file) {
-            cx.output(format!("{}: skipped {file:?} (not a .json file)\n", cx.method));
+            cx.output(format!(
+                "{}: skipped {file:?} (not a .json file)\n",
+                cx.method
+            ));
             continue;
         }
         let path = cx.resolve_plain(file);
@@ -74,7 +80,11 @@ pub fn set_files(cx: &MethodCx<'_>, p: &Value) -> Result<(), MethodError> {
         if let Some(map) = updates.as_object() {
             for (k, v) in map {
                 if !keypath::set(&mut doc, k, v.clone()) {
-                    cx.output(format!("{}: could not set {k:?} in {}\n", cx.method, path.display()));
+                    cx.output(format!(
+                        "{}: could not set {k:?} in {}\n",
+                        cx.method,
+                        path.display()
+                    ));
                 }
             }
         }
@@ -121,11 +131,18 @@ fn json_get(cx: &mut MethodCx<'_>, p: Value) -> Result<Option<Value>, MethodErro
         let (file, query) = match &spec {
             Value::String(f) => (f.clone(), None),
             Value::Object(o) if o.len() == 1 => {
-                let (f, q) = o.iter().next().map(|(f, q)| (f.clone(), q.clone())).unwrap_or_default();
-                let q = q.as_str().map(String::from).ok_or_else(|| MethodError::InvalidParams {
-                    method: cx.method.to_string(),
-                    message: format!("query for {name:?} must be a string"),
-                })?;
+                let (f, q) = o
+                    .iter()
+                    .next()
+                    .map(|(f, q)| (f.clone(), q.clone()))
+                    .unwrap_or_default();
+                let q = q
+                    .as_str()
+                    .map(String::from)
+                    .ok_or_else(|| MethodError::InvalidParams {
+                        method: cx.method.to_string(),
+                        message: format!("query for {name:?} must be a string"),
+                    })?;
                 (f, Some(q))
             }
             _ => {

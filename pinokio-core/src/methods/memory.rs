@@ -128,14 +128,16 @@ fn local_import(cx: &mut MethodCx<'_>, p: Value) -> Result<Option<Value>, Method
         })?;
         let path = cx.resolve(uri)?;
         let other = cx.engine.memory().local_opt(&path.display().to_string());
-        cx.engine.memory().update_local(cx.script_id(), |l| match other {
-            Some(v) => {
-                keypath::set(l, &name, v);
-            }
-            None => {
-                keypath::unset(l, &name);
-            }
-        });
+        cx.engine
+            .memory()
+            .update_local(cx.script_id(), |l| match other {
+                Some(v) => {
+                    keypath::set(l, &name, v);
+                }
+                None => {
+                    keypath::unset(l, &name);
+                }
+            });
     }
     Ok(None)
 }

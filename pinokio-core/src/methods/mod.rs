@@ -14,6 +14,7 @@ use crate::engine::{Engine, RunContext};
 use crate::events::EventKind;
 use crate::js::JsRuntime;
 
+pub mod env;
 pub mod fs;
 pub mod gui;
 pub mod json;
@@ -140,38 +141,98 @@ where
 /// Method names upstream has that we do not run (yet), with the reason shown
 /// to the user.
 pub const NOT_SUPPORTED: &[(&str, &str)] = &[
-    ("shell.run", "shells and the process manager arrive with the next engine milestone"),
-    ("shell.start", "shells and the process manager arrive with the next engine milestone"),
-    ("shell.enter", "shells and the process manager arrive with the next engine milestone"),
-    ("shell.write", "shells and the process manager arrive with the next engine milestone"),
-    ("shell.stop", "shells and the process manager arrive with the next engine milestone"),
+    (
+        "shell.run",
+        "shells and the process manager arrive with the next engine milestone",
+    ),
+    (
+        "shell.start",
+        "shells and the process manager arrive with the next engine milestone",
+    ),
+    (
+        "shell.enter",
+        "shells and the process manager arrive with the next engine milestone",
+    ),
+    (
+        "shell.write",
+        "shells and the process manager arrive with the next engine milestone",
+    ),
+    (
+        "shell.stop",
+        "shells and the process manager arrive with the next engine milestone",
+    ),
     ("fs.download", "downloads arrive with the download manager"),
-    ("fs.link", "the virtual drive arrives with the download manager"),
-    ("fs.share", "the virtual drive arrives with the download manager"),
-    ("hf.download", "Hugging Face downloads arrive with the download manager"),
-    ("hf.upload", "Hugging Face uploads are not supported headless"),
-    ("hf.login", "interactive Hugging Face login is not supported headless; set HF_TOKEN"),
-    ("hf.logout", "interactive Hugging Face login is not supported headless"),
+    (
+        "fs.link",
+        "the virtual drive arrives with the download manager",
+    ),
+    (
+        "fs.share",
+        "the virtual drive arrives with the download manager",
+    ),
+    (
+        "hf.download",
+        "Hugging Face downloads arrive with the download manager",
+    ),
+    (
+        "hf.upload",
+        "Hugging Face uploads are not supported headless",
+    ),
+    (
+        "hf.login",
+        "interactive Hugging Face login is not supported headless; set HF_TOKEN",
+    ),
+    (
+        "hf.logout",
+        "interactive Hugging Face login is not supported headless",
+    ),
     ("gradio.predict", "not implemented"),
-    ("script.download", "downloading launchers arrives with app installs"),
+    (
+        "script.download",
+        "downloading launchers arrives with app installs",
+    ),
     ("script.restart", "not implemented"),
-    ("cloudflare.tunnel", "tunnels arrive with pinokio-cloud exposure"),
-    ("cloudflare.stop", "tunnels arrive with pinokio-cloud exposure"),
+    (
+        "cloudflare.tunnel",
+        "tunnels arrive with pinokio-cloud exposure",
+    ),
+    (
+        "cloudflare.stop",
+        "tunnels arrive with pinokio-cloud exposure",
+    ),
     ("proxy.stop", "LAN proxies are desktop-only"),
     ("web.expose", "exposure arrives with pinokio-cloud"),
-    ("key.set", "the desktop key store dialog does not exist headless"),
-    ("key.get", "the desktop key store dialog does not exist headless (and is broken upstream)"),
+    (
+        "key.set",
+        "the desktop key store dialog does not exist headless",
+    ),
+    (
+        "key.get",
+        "the desktop key store dialog does not exist headless (and is broken upstream)",
+    ),
     ("import", "broken upstream; use local.import"),
-    ("clipboard.copy", "there is no clipboard on a headless server"),
-    ("clipboard.paste", "there is no clipboard on a headless server"),
-    ("filepicker.open", "there is no file dialog on a headless server"),
+    (
+        "clipboard.copy",
+        "there is no clipboard on a headless server",
+    ),
+    (
+        "clipboard.paste",
+        "there is no clipboard on a headless server",
+    ),
+    (
+        "filepicker.open",
+        "there is no file dialog on a headless server",
+    ),
     ("terminal.upload", "desktop terminal upload"),
     ("app.launch", "desktop application launcher"),
     ("app.search", "desktop application launcher"),
     ("app.info", "desktop application launcher"),
     ("app.refresh", "desktop application launcher"),
     ("app.download", "use `pinokio install`"),
-    ("github.create", "GitHub account integration is desktop-only"),
+    (
+        "github.create",
+        "GitHub account integration is desktop-only",
+    ),
     ("github.fork", "GitHub account integration is desktop-only"),
 ];
 
@@ -210,6 +271,7 @@ impl Registry {
         process::register(&mut r);
         net::register(&mut r);
         gui::register(&mut r);
+        env::register(&mut r);
         r
     }
 

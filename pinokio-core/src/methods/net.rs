@@ -55,7 +55,10 @@ fn is_loopback(url: &Url) -> bool {
     let host = host.trim_start_matches('[').trim_end_matches(']');
     match host.parse::<std::net::IpAddr>() {
         Ok(ip) => ip.is_loopback(),
-        Err(_) => host.eq_ignore_ascii_case("localhost") || host.to_ascii_lowercase().ends_with(".localhost"),
+        Err(_) => {
+            host.eq_ignore_ascii_case("localhost")
+                || host.to_ascii_lowercase().ends_with(".localhost")
+        }
     }
 }
 
@@ -96,7 +99,9 @@ pub(crate) fn interruptible<T: Send + 'static>(
                 }
             }
             Err(RecvTimeoutError::Disconnected) => {
-                return Err(MethodError::Failed("the request thread ended unexpectedly".into()))
+                return Err(MethodError::Failed(
+                    "the request thread ended unexpectedly".into(),
+                ))
             }
         }
     }
@@ -165,11 +170,15 @@ fn net(cx: &mut MethodCx<'_>, params: Value) -> Result<Option<Value>, MethodErro
     };
     let absolute = raw_url.contains("://");
     let full = match &p.base_url {
-        Some(base) if !absolute => format!("{}/{}", base.trim_end_matches('/'), raw_url.trim_start_matches('/')),
+        Some(base) if !absolute => format!(
+            "{}/{}",
+            base.trim_end_matches('/'),
+            raw_url.trim_start_matches('/')
+        ),
         _ => raw_url.clone(),
     };
-    let mut url =
-        Url::parse(&full).map_err(|e| MethodError::Failed(format!("net: invalid url {full:?}: {e}")))?;
+    let mut url = Url::parse(&full)
+        .map_err(|e| MethodError::Failed(format!("net: invalid url {full:?}: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(MethodError::Failed(format!(
             "net: unsupported url scheme {:?} in {raw_url:?} (http and https only)",
@@ -179,7 +188,12 @@ fn net(cx: &mut MethodCx<'_>, params: Value) -> Result<Option<Value>, MethodErro
     if let Some(Value::Object(q)) = &p.params {
         append_axios_query(&mut url, q);
     }
-    let verb = p.method.as_deref().unwrap_or("get").trim().to_ascii_uppercase();
+    let verb = p
+        .method
+        .as_deref()
+        .unwrap_or("get")
+        .trim()
+        .to_ascii_uppercase();
     let verb = reqwest::Method::from_bytes(verb.as_bytes())
         .map_err(|_| MethodError::Failed(format!("net: invalid HTTP method {verb:?}")))?;
     let timeout = p
@@ -213,7 +227,10 @@ fn net(cx: &mut MethodCx<'_>, params: Value) -> Result<Option<Value>, MethodErro
         }
     }
     if !has_ua {
-        headers.insert(reqwest::header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
+        headers.insert(
+            reqwest::header::USER_AGENT,
+            HeaderValue::from_static(USER_AGENT),
+        );
     }
     if !has_accept {
         headers.insert(
@@ -223,7 +240,9 @@ fn net(cx: &mut MethodCx<'_>, params: Value) -> Result<Option<Value>, MethodErro
     }
     let body: Option<(Vec<u8>, &'static str)> = match &p.data {
         None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some((s.clone().into_bytes(), "application/x-www-form-urlencoded")),
+        Some(Value::String(s)) => {
+            Some((s.clone().into_bytes(), "application/x-www-form-urlencoded"))
+        }
         Some(v) => Some((
             serde_json::to_vec(v).unwrap_or_default(),
             "application/json",

@@ -146,7 +146,9 @@ fn wait_url(cx: &MethodCx<'_>, raw: &str, p: &WaitParams) -> Result<(), MethodEr
     cx.output(format!(
         "Waiting for {url} to answer (every {:.1}s{})\n",
         interval.as_secs_f64(),
-        limit.map(|l| format!(", for up to {}", secs(l))).unwrap_or_default()
+        limit
+            .map(|l| format!(", for up to {}", secs(l)))
+            .unwrap_or_default()
     ));
     let start = Instant::now();
     let mut last_progress = start;
@@ -176,7 +178,10 @@ fn wait_url(cx: &MethodCx<'_>, raw: &str, p: &WaitParams) -> Result<(), MethodEr
         }
         if last_progress.elapsed() >= PROGRESS_EVERY {
             last_progress = Instant::now();
-            cx.output(format!("Still waiting for {url} ({}, last: {last})\n", secs(elapsed)));
+            cx.output(format!(
+                "Still waiting for {url} ({}, last: {last})\n",
+                secs(elapsed)
+            ));
         }
         let mut pause = interval;
         if let Some(l) = limit {
@@ -260,7 +265,11 @@ fn wait_on(cx: &MethodCx<'_>, on: Value) -> Result<(), MethodError> {
         }
         if last_progress.elapsed() >= PROGRESS_EVERY {
             last_progress = Instant::now();
-            cx.output(format!("Still waiting ({}) for: {}\n", secs(elapsed), pending.join(", ")));
+            cx.output(format!(
+                "Still waiting ({}) for: {}\n",
+                secs(elapsed),
+                pending.join(", ")
+            ));
         }
         let mut pause = interval;
         if let Some(l) = limit {
@@ -298,11 +307,16 @@ fn check_resource(
     ] {
         if let Some(rest) = r.strip_prefix(prefix) {
             let raw = format!("{scheme}{rest}");
-            let url = reqwest::Url::parse(&raw)
-                .map_err(|e| MethodError::Failed(format!("process.wait: bad resource {r:?}: {e}")))?;
+            let url = reqwest::Url::parse(&raw).map_err(|e| {
+                MethodError::Failed(format!("process.wait: bad resource {r:?}: {e}"))
+            })?;
             let client = client_for(&url, Some(http_timeout))
                 .map_err(|e| MethodError::Failed(format!("process.wait: {e}")))?;
-            let verb = if get { reqwest::Method::GET } else { reqwest::Method::HEAD };
+            let verb = if get {
+                reqwest::Method::GET
+            } else {
+                reqwest::Method::HEAD
+            };
             return interruptible(cx, move || {
                 client
                     .request(verb, url)
@@ -342,7 +356,12 @@ fn exec(cx: &mut MethodCx<'_>, params: Value) -> Result<Option<Value>, MethodErr
         Some(m) if truthy(m) => js_string(m),
         _ => return Ok(None),
     };
-    let cwd = match p.cwd.as_deref().filter(|s| !s.is_empty()).or(p.path.as_deref().filter(|s| !s.is_empty())) {
+    let cwd = match p
+        .cwd
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .or(p.path.as_deref().filter(|s| !s.is_empty()))
+    {
         Some(d) => cx.resolve(d)?,
         None => cx.cwd().to_path_buf(),
     };
@@ -352,7 +371,11 @@ fn exec(cx: &mut MethodCx<'_>, params: Value) -> Result<Option<Value>, MethodErr
             env.insert(k.clone(), js_string(v));
         }
     }
-    let shell = p.shell.clone().filter(|s| !s.is_empty()).unwrap_or_else(|| "/bin/sh".into());
+    let shell = p
+        .shell
+        .clone()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "/bin/sh".into());
     let timeout = ms_opt(&p.timeout);
     cx.output(format!("Exec: {message}\n"));
 
@@ -398,8 +421,18 @@ fn exec(cx: &mut MethodCx<'_>, params: Value) -> Result<Option<Value>, MethodErr
             String::from_utf8_lossy(&buf).into_owned()
         })
     };
-    let out = reader(child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
-    let err = reader(child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
+    let out = reader(
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+    );
+    let err = reader(
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+    );
     let pid = child.id();
     let kill_group = |signal: &str| {
         let _ = Command::new("kill")
@@ -445,9 +478,13 @@ fn exec(cx: &mut MethodCx<'_>, params: Value) -> Result<Option<Value>, MethodErr
                 "message": format!("Command failed: {message}\n{stderr}"),
             })
         }
-        None => json!({"code": null, "cmd": message, "message": format!("Command failed: {message}")}),
+        None => {
+            json!({"code": null, "cmd": message, "message": format!("Command failed: {message}")})
+        }
     };
-    Ok(Some(json!({ "stdout": stdout, "stderr": stderr, "error": error })))
+    Ok(Some(
+        json!({ "stdout": stdout, "stderr": stderr, "error": error }),
+    ))
 }
 
 fn signal_name(n: i32) -> String {

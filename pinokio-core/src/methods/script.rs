@@ -12,7 +12,9 @@ pub fn register(r: &mut Registry) {
     r.register("script.start", start);
     r.register("script.run", start);
     r.register("script.stop", stop);
-    r.register("script.return", |_cx: &mut MethodCx<'_>, p: Value| Ok(Some(p)));
+    r.register("script.return", |_cx: &mut MethodCx<'_>, p: Value| {
+        Ok(Some(p))
+    });
     r.register("script.ready", ready);
 }
 
@@ -74,7 +76,10 @@ fn start(cx: &mut MethodCx<'_>, p: Value) -> Result<Option<Value>, MethodError> 
 fn uris(cx: &MethodCx<'_>, v: Option<&Value>) -> Result<Vec<String>, MethodError> {
     match v {
         Some(Value::String(s)) => Ok(vec![s.clone()]),
-        Some(Value::Array(a)) => Ok(a.iter().filter_map(|x| x.as_str().map(String::from)).collect()),
+        Some(Value::Array(a)) => Ok(a
+            .iter()
+            .filter_map(|x| x.as_str().map(String::from))
+            .collect()),
         None => Ok(vec![cx.run.path.display().to_string()]),
         Some(other) => Err(MethodError::InvalidParams {
             method: cx.method.to_string(),
@@ -107,5 +112,7 @@ fn ready(cx: &mut MethodCx<'_>, p: Value) -> Result<Option<Value>, MethodError> 
         Some(u) => cx.resolve(&u)?,
         None => cx.run.path.clone(),
     };
-    Ok(Some(Value::Bool(cx.engine.memory().is_ready(&path.display().to_string()))))
+    Ok(Some(Value::Bool(
+        cx.engine.memory().is_ready(&path.display().to_string()),
+    )))
 }

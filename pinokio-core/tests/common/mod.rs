@@ -154,7 +154,12 @@ pub fn redact_home(v: &Value, home: &Path) -> Value {
 
 /// Files in `dir` that are new or changed compared with `pristine`, in the
 /// pack's shape, plus deleted ones.
-pub fn file_changes(pristine: &Path, dir: &Path, ignore: &[String], home: &Path) -> (Value, Vec<String>) {
+pub fn file_changes(
+    pristine: &Path,
+    dir: &Path,
+    ignore: &[String],
+    home: &Path,
+) -> (Value, Vec<String>) {
     let mut changed = Map::new();
     walk(dir, dir, &mut |rel: &str, p: &Path| {
         if ignored(rel, ignore) {
@@ -163,7 +168,9 @@ pub fn file_changes(pristine: &Path, dir: &Path, ignore: &[String], home: &Path)
         let orig = pristine.join(rel);
         let meta = std::fs::symlink_metadata(p).unwrap();
         if meta.is_dir() {
-            let empty = std::fs::read_dir(p).map(|mut r| r.next().is_none()).unwrap_or(false);
+            let empty = std::fs::read_dir(p)
+                .map(|mut r| r.next().is_none())
+                .unwrap_or(false);
             if empty && !orig.is_dir() {
                 changed.insert(format!("{rel}/"), json!({"type": "dir"}));
             }
@@ -209,13 +216,20 @@ fn ignored(rel: &str, ignore: &[String]) -> bool {
 }
 
 fn walk(root: &Path, dir: &Path, f: &mut dyn FnMut(&str, &Path)) {
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
     let mut entries: Vec<PathBuf> = rd.filter_map(|e| e.ok()).map(|e| e.path()).collect();
     entries.sort();
     for p in entries {
         let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
         f(&rel, &p);
-        if p.is_dir() && !std::fs::symlink_metadata(&p).unwrap().file_type().is_symlink() {
+        if p.is_dir()
+            && !std::fs::symlink_metadata(&p)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        {
             walk(root, &p, f);
         }
     }
