@@ -17,7 +17,8 @@ Exit status:
   0    the run finished (or a daemon was stopped with Ctrl-C)
   1    the script could not be loaded, a step failed, or the run was stopped otherwise
   2    invalid command line
-  130  the run was interrupted with Ctrl-C (or SIGTERM)";
+  130  the run was interrupted with Ctrl-C (or SIGTERM)
+  141  stdout was closed while the run was writing (the run is stopped)";
 
 /// Run Pinokio launcher scripts headless.
 #[derive(Debug, Parser)]
@@ -106,7 +107,8 @@ pub fn parse_key_value(s: &str) -> Result<(String, Value), String> {
     if key.is_empty() {
         return Err(format!("the key is empty in {s:?}; expected KEY=VALUE"));
     }
-    let value = serde_json::from_str::<Value>(value).unwrap_or_else(|_| Value::String(value.to_string()));
+    let value =
+        serde_json::from_str::<Value>(value).unwrap_or_else(|_| Value::String(value.to_string()));
     Ok((key.to_string(), value))
 }
 
@@ -153,13 +155,31 @@ mod tests {
     #[test]
     fn values_parse_as_json_or_text() {
         assert_eq!(parse_key_value("n=5").unwrap(), ("n".into(), json!(5)));
-        assert_eq!(parse_key_value("f=true").unwrap(), ("f".into(), json!(true)));
-        assert_eq!(parse_key_value("z=null").unwrap(), ("z".into(), Value::Null));
-        assert_eq!(parse_key_value("s=bob").unwrap(), ("s".into(), json!("bob")));
-        assert_eq!(parse_key_value("s=\"5\"").unwrap(), ("s".into(), json!("5")));
-        assert_eq!(parse_key_value("o={\"a\":[1]}").unwrap(), ("o".into(), json!({"a": [1]})));
+        assert_eq!(
+            parse_key_value("f=true").unwrap(),
+            ("f".into(), json!(true))
+        );
+        assert_eq!(
+            parse_key_value("z=null").unwrap(),
+            ("z".into(), Value::Null)
+        );
+        assert_eq!(
+            parse_key_value("s=bob").unwrap(),
+            ("s".into(), json!("bob"))
+        );
+        assert_eq!(
+            parse_key_value("s=\"5\"").unwrap(),
+            ("s".into(), json!("5"))
+        );
+        assert_eq!(
+            parse_key_value("o={\"a\":[1]}").unwrap(),
+            ("o".into(), json!({"a": [1]}))
+        );
         assert_eq!(parse_key_value("e=").unwrap(), ("e".into(), json!("")));
-        assert_eq!(parse_key_value("u=a=b").unwrap(), ("u".into(), json!("a=b")));
+        assert_eq!(
+            parse_key_value("u=a=b").unwrap(),
+            ("u".into(), json!("a=b"))
+        );
         assert!(parse_key_value("novalue").is_err());
         assert!(parse_key_value("=1").is_err());
     }

@@ -6,6 +6,7 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use pinokio_core::{Event, EventKind};
@@ -33,15 +34,45 @@ pub struct Renderer {
     arrow: &'static str,
     /// Did the last raw output end a line? (headers start on a fresh line)
     at_line_start: Mutex<bool>,
+    /// Called once when stdout is closed (a pipe reader went away).
+    on_closed: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    closed: AtomicBool,
 }
 
 impl Renderer {
     pub fn new(json: bool) -> Self {
-        let arrow = if std::io::stdout().is_terminal() { "▸" } else { ">" };
+        let arrow = if std::io::stdout().is_terminal() {
+            "▸"
+        } else {
+            ">"
+        };
         Renderer {
             json,
             arrow,
             at_line_start: Mutex::new(true),
+            on_closed: Mutex::new(None),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    /// Call `f` (once) when writing to stdout fails because it was closed.
+    pub fn on_stdout_closed(&self, f: impl FnOnce() + Send + 'static) {
+        if let Ok(mut slot) = self.on_closed.lock() {
+            *slot = Some(Box::new(f));
+        }
+    }
+
+    /// Look at a stdout write result: a closed stdout fires the hook.
+    fn check(&self, r: std::io::Result<()>) {
+        if let Err(e) = r {
+            if e.kind() == std::io::ErrorKind::BrokenPipe
+                && !self.closed.swap(true, Ordering::SeqCst)
+            {
+                let hook = self.on_closed.lock().ok().and_then(|mut s| s.take());
+                if let Some(f) = hook {
+                    f();
+                }
+            }
         }
     }
 
@@ -50,8 +81,7 @@ impl Renderer {
         if self.json {
             if let Ok(line) = serde_json::to_string(ev) {
                 let mut out = std::io::stdout().lock();
-                let _ = writeln!(out, "{line}");
-                let _ = out.flush();
+                self.check(writeln!(out, "{line}").and_then(|_| out.flush()));
             }
             return;
         }
@@ -67,20 +97,20 @@ impl Renderer {
                     if text.is_empty() {
                         continue;
                     }
-                    let _ = stdout.write_all(text.as_bytes());
+                    self.check(stdout.write_all(text.as_bytes()));
                     *at_start = text.ends_with('\n');
                 }
                 Piece::Line(stream, line) => {
                     if !*at_start {
-                        let _ = stdout.write_all(b"\n");
+                        self.check(stdout.write_all(b"\n"));
                         *at_start = true;
                     }
                     match stream {
                         Stream::Stdout => {
-                            let _ = writeln!(stdout, "{line}");
+                            self.check(writeln!(stdout, "{line}"));
                         }
                         Stream::Stderr => {
-                            let _ = stdout.flush();
+                            self.check(stdout.flush());
                             let mut err = std::io::stderr().lock();
                             let _ = writeln!(err, "{line}");
                             let _ = err.flush();
@@ -89,7 +119,7 @@ impl Renderer {
                 }
             }
         }
-        let _ = stdout.flush();
+        self.check(stdout.flush());
     }
 
     /// Write a status line on stderr (starting a fresh line on stdout first
@@ -154,7 +184,10 @@ pub fn human(ev: &Event, arrow: &str) -> Vec<Piece> {
             method,
             message,
         } => {
-            let m = method.as_ref().map(|m| format!(" ({m})")).unwrap_or_default();
+            let m = method
+                .as_ref()
+                .map(|m| format!(" ({m})"))
+                .unwrap_or_default();
             err(format!("error: {}: step {index}{m}: {message}", ev.script))
         }
         EventKind::Notify { message, href, .. } => {
@@ -202,7 +235,10 @@ mod tests {
                 global: json!({}),
             },
         );
-        assert_eq!(human(&e, ">"), vec![Piece::Line(Stream::Stdout, "> [2] shell.run".into())]);
+        assert_eq!(
+            human(&e, ">"),
+            vec![Piece::Line(Stream::Stdout, "> [2] shell.run".into())]
+        );
         let e = ev(
             0,
             EventKind::Output {
@@ -239,7 +275,10 @@ mod tests {
         );
         assert_eq!(
             human(&e, ">"),
-            vec![Piece::Line(Stream::Stderr, "warning: start.json: step 0: w".into())]
+            vec![Piece::Line(
+                Stream::Stderr,
+                "warning: start.json: step 0: w".into()
+            )]
         );
     }
 }

@@ -72,7 +72,10 @@ fn version_flag() {
         .arg("--version")
         .assert()
         .success()
-        .stdout(predicate::str::starts_with("pinokio ").and(predicate::str::contains(env!("CARGO_PKG_VERSION"))));
+        .stdout(
+            predicate::str::starts_with("pinokio ")
+                .and(predicate::str::contains(env!("CARGO_PKG_VERSION"))),
+        );
 }
 
 #[test]
@@ -101,7 +104,10 @@ fn run_prints_log_output_and_uses_home() {
 #[test]
 fn pinokio_home_env_is_used_without_flag() {
     let e = Env::new();
-    e.write("s.json", r#"{"run": [{"method": "log", "params": {"raw": "x"}}]}"#);
+    e.write(
+        "s.json",
+        r#"{"run": [{"method": "log", "params": {"raw": "x"}}]}"#,
+    );
     let env_home = e.path().join("envhome");
     Command::new(BIN)
         .current_dir(e.path())
@@ -117,8 +123,15 @@ fn pinokio_home_env_is_used_without_flag() {
 #[test]
 fn json_lines_parse_and_end_with_run_end() {
     let e = Env::new();
-    e.write("hello.json", r#"{"run": [{"method": "log", "params": {"raw": "hi"}}]}"#);
-    let out = e.cmd().args(["run", "hello.json", "--json"]).output().unwrap();
+    e.write(
+        "hello.json",
+        r#"{"run": [{"method": "log", "params": {"raw": "hi"}}]}"#,
+    );
+    let out = e
+        .cmd()
+        .args(["run", "hello.json", "--json"])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{out:?}");
     let events: Vec<Value> = stdout_of(&out)
         .lines()
@@ -157,7 +170,10 @@ fn args_are_parsed_as_json_or_text() {
 #[test]
 fn malformed_arg_is_a_usage_error() {
     let e = Env::new();
-    e.write("s.json", r#"{"run": [{"method": "log", "params": {"raw": "x"}}]}"#);
+    e.write(
+        "s.json",
+        r#"{"run": [{"method": "log", "params": {"raw": "x"}}]}"#,
+    );
     e.cmd()
         .args(["run", "s.json", "--arg", "novalue"])
         .assert()
@@ -168,7 +184,10 @@ fn malformed_arg_is_a_usage_error() {
 #[test]
 fn broken_json_names_file_and_line() {
     let e = Env::new();
-    e.write("broken.json", "{\"run\": [\n  {\"method\": \"log\",\n   \"params\": }\n]}\n");
+    e.write(
+        "broken.json",
+        "{\"run\": [\n  {\"method\": \"log\",\n   \"params\": }\n]}\n",
+    );
     e.cmd()
         .args(["run", "broken.json"])
         .assert()
@@ -176,7 +195,9 @@ fn broken_json_names_file_and_line() {
         .stderr(
             predicate::str::contains("broken.json:3:")
                 .and(predicate::str::contains("invalid JSON"))
-                .and(predicate::str::contains(e.path().join("broken.json").display().to_string())),
+                .and(predicate::str::contains(
+                    e.path().join("broken.json").display().to_string(),
+                )),
         );
 }
 
@@ -205,7 +226,9 @@ fn missing_script_fails() {
         .args(["run", "missing.json"])
         .assert()
         .code(1)
-        .stderr(predicate::str::contains("missing.json").and(predicate::str::contains("not found")));
+        .stderr(
+            predicate::str::contains("missing.json").and(predicate::str::contains("not found")),
+        );
 }
 
 #[test]
@@ -218,15 +241,29 @@ fn runaway_js_load_hits_the_time_limit() {
         .args(["run", "loop.js"])
         .assert()
         .code(1)
-        .stderr(predicate::str::contains("loop.js").and(predicate::str::contains("took longer than 500ms")));
+        .stderr(
+            predicate::str::contains("loop.js")
+                .and(predicate::str::contains("500ms"))
+                .and(
+                    predicate::str::contains("time limit")
+                        .or(predicate::str::contains("took longer")),
+                ),
+        );
     // the default limit is 10 s: the variable must have shortened it
-    assert!(started.elapsed() < Duration::from_secs(8), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[test]
 fn invalid_load_limit_is_reported() {
     let e = Env::new();
-    e.write("s.json", r#"{"run": [{"method": "log", "params": {"raw": "x"}}]}"#);
+    e.write(
+        "s.json",
+        r#"{"run": [{"method": "log", "params": {"raw": "x"}}]}"#,
+    );
     e.cmd()
         .env("PINOKIO_LOAD_LIMIT_MS", "soon")
         .args(["run", "s.json"])
@@ -246,7 +283,17 @@ fn plan_json_for_win32_nvidia() {
     e.write("plat.json", PLATFORM_SCRIPT);
     let out = e
         .cmd()
-        .args(["plan", "plat.json", "--platform", "win32", "--gpu", "nvidia", "--arg", "v=3", "--json"])
+        .args([
+            "plan",
+            "plat.json",
+            "--platform",
+            "win32",
+            "--gpu",
+            "nvidia",
+            "--arg",
+            "v=3",
+            "--json",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
@@ -262,7 +309,15 @@ fn plan_json_for_win32_nvidia() {
     // another platform flips both
     let out = e
         .cmd()
-        .args(["plan", "plat.json", "--platform", "linux", "--gpu", "none", "--json"])
+        .args([
+            "plan",
+            "plat.json",
+            "--platform",
+            "linux",
+            "--gpu",
+            "none",
+            "--json",
+        ])
         .output()
         .unwrap();
     let plan: Value = serde_json::from_str(&stdout_of(&out)).unwrap();
@@ -275,13 +330,24 @@ fn plan_readable_listing() {
     let e = Env::new();
     e.write("plat.json", PLATFORM_SCRIPT);
     e.cmd()
-        .args(["plan", "plat.json", "--platform", "win32", "--gpu", "nvidia", "--gpu-model", "RTX 4090"])
+        .args([
+            "plan",
+            "plat.json",
+            "--platform",
+            "win32",
+            "--gpu",
+            "nvidia",
+            "--gpu-model",
+            "RTX 4090",
+        ])
         .assert()
         .success()
         .stdout(
             predicate::str::contains("[0] log  runs")
                 .and(predicate::str::contains("[1] log  skipped"))
-                .and(predicate::str::contains(r#"params: {"raw":"win nvidia {{args.v}}"}"#))
+                .and(predicate::str::contains(
+                    r#"params: {"raw":"win nvidia {{args.v}}"}"#,
+                ))
                 .and(predicate::str::contains("gpu nvidia (rtx 4090)")),
         );
 }
@@ -295,11 +361,9 @@ fn plan_rejects_unknown_platform_and_reports_load_errors() {
         .assert()
         .code(2);
     e.write("bad.json", "{\"run\": [");
-    e.cmd()
-        .args(["plan", "bad.json"])
-        .assert()
-        .code(1)
-        .stderr(predicate::str::contains("bad.json:1:").and(predicate::str::contains("invalid JSON")));
+    e.cmd().args(["plan", "bad.json"]).assert().code(1).stderr(
+        predicate::str::contains("bad.json:1:").and(predicate::str::contains("invalid JSON")),
+    );
 }
 
 const MENU_APP: &str = r#"module.exports = {
@@ -321,16 +385,17 @@ fn menu_async_function() {
     let e = Env::new();
     e.write("app/pinokio.js", MENU_APP);
     let install = e.path().join("app").join("install.json");
-    e.cmd()
-        .args(["menu", "app"])
-        .assert()
-        .success()
-        .stdout(
-            predicate::str::contains("Demo App (1.2)")
-                .and(predicate::str::contains(format!("  Install -> {} [default]", install.display())))
-                .and(predicate::str::contains("  Open Web UI -> http://127.0.0.1:7860"))
-                .and(predicate::str::contains("\n    Reset -> ")),
-        );
+    e.cmd().args(["menu", "app"]).assert().success().stdout(
+        predicate::str::contains("Demo App (1.2)")
+            .and(predicate::str::contains(format!(
+                "  Install -> {} [default]",
+                install.display()
+            )))
+            .and(predicate::str::contains(
+                "  Open Web UI -> http://127.0.0.1:7860",
+            ))
+            .and(predicate::str::contains("\n    Reset -> ")),
+    );
     let out = e.cmd().args(["menu", "app", "--json"]).output().unwrap();
     assert!(out.status.success(), "{out:?}");
     let menu: Value = serde_json::from_str(&stdout_of(&out)).unwrap();
@@ -343,12 +408,13 @@ fn menu_async_function() {
 #[test]
 fn menu_errors_name_the_folder() {
     let e = Env::new();
-    e.cmd()
-        .args(["menu", "nowhere"])
-        .assert()
-        .code(1)
-        .stderr(predicate::str::contains("nowhere").and(predicate::str::contains("no such folder")));
-    e.write("bad/pinokio.js", "module.exports = { menu: async () => { throw new Error('boom') } }\n");
+    e.cmd().args(["menu", "nowhere"]).assert().code(1).stderr(
+        predicate::str::contains("nowhere").and(predicate::str::contains("no such folder")),
+    );
+    e.write(
+        "bad/pinokio.js",
+        "module.exports = { menu: async () => { throw new Error('boom') } }\n",
+    );
     e.cmd()
         .args(["menu", "bad"])
         .assert()
@@ -431,11 +497,17 @@ fn daemon_runs_until_sigint_then_exits_zero() {
     wait_for_line(&rx, "up", &mut child);
     // it keeps running after its last step
     std::thread::sleep(Duration::from_millis(300));
-    assert!(child.try_wait().unwrap().is_none(), "the daemon exited on its own");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the daemon exited on its own"
+    );
     send_signal(&child, "INT");
     assert_eq!(exit_within(&mut child, 10), Some(0));
     let err = stderr_of(&mut child);
-    assert!(err.contains("daemon running; press Ctrl-C to stop"), "{err}");
+    assert!(
+        err.contains("daemon running; press Ctrl-C to stop"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -481,4 +553,24 @@ fn sigint_stops_a_running_script_with_130() {
     assert_eq!(exit_within(&mut child, 10), Some(130));
     let err = stderr_of(&mut child);
     assert!(err.contains("interrupted"), "{err}");
+}
+
+#[test]
+fn closed_stdout_stops_the_run() {
+    let e = Env::new();
+    e.write(
+        "forever.json",
+        r#"{"run": [{"method": "log", "params": {"raw": "tick"}, "next": 0}]}"#,
+    );
+    let mut child = e.spawn(&["run", "forever.json"]);
+    {
+        // read a little, then close the pipe (like `pinokio run ... | head`)
+        let mut reader = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        while line.trim() != "tick" {
+            line.clear();
+            assert!(reader.read_line(&mut line).unwrap() > 0, "no tick");
+        }
+    }
+    assert_eq!(exit_within(&mut child, 10), Some(141));
 }

@@ -281,6 +281,12 @@ pub struct RunContext {
 }
 
 static STICKY_TOKENS: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// The runs executing on this thread (innermost last), so JavaScript
+    /// `console` output is attributed to the right script.
+    static CURRENT_RUN: std::cell::RefCell<Vec<(String, usize)>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 fn new_token() -> u64 {
     STICKY_TOKENS.fetch_add(1, Ordering::Relaxed)
 }
@@ -486,19 +492,19 @@ impl Engine {
     /// Stop a script (section 3.14): signal it, drop its running mark and
     /// `local`. Returns whether it was running.
     pub fn stop(&self, id: &str) -> bool {
-        let was_idle = self
+        let (was_idle, depth) = self
             .inner
             .memory
             .running()
             .get(id)
-            .map(|r| r.daemon_idle)
-            .unwrap_or(false);
+            .map(|r| (r.daemon_idle, r.depth))
+            .unwrap_or((false, 0));
         let was = self.inner.memory.stop(id);
         self.inner.memory.clear_ready(id);
         if was && was_idle {
             self.emit_for(
                 id,
-                0,
+                depth,
                 EventKind::RunEnd {
                     status: RunStatus::Stopped,
                     result: None,
@@ -589,7 +595,7 @@ impl Engine {
             Ok(s) => s,
             Err(e) => return self.failed_to_start(&path, depth, e.to_string()),
         };
-        let Some(stop) = self.inner.memory.start(&id, now_ms()) else {
+        let Some(stop) = self.inner.memory.start(&id, now_ms(), depth) else {
             return self.failed_to_start(
                 &path,
                 depth,
@@ -622,7 +628,9 @@ impl Engine {
             value: script.body.clone(),
             token: new_token(),
         };
+        CURRENT_RUN.with(|c| c.borrow_mut().push((run.id.clone(), depth)));
         let outcome = self.step_loop(js, &run, &script, &mut tracker);
+        CURRENT_RUN.with(|c| c.borrow_mut().pop());
         self.emit(
             &run,
             EventKind::RunEnd {
@@ -1018,7 +1026,9 @@ impl Engine {
                 .unwrap_or_else(|_| script.daemon()),
             ScriptKind::Js => script.daemon(),
         };
-        let status = if daemon {
+        let status = if run.stop.load(Ordering::SeqCst) {
+            RunStatus::Stopped
+        } else if daemon {
             self.inner.memory.mark_daemon_idle(&run.id);
             RunStatus::Daemon
         } else {
@@ -1397,9 +1407,12 @@ impl KernelHost for Engine {
         find_venvs(Path::new(dir), 4)
     }
     fn console(&self, level: &str, text: &str) {
+        let (script, depth) = CURRENT_RUN
+            .with(|c| c.borrow().last().cloned())
+            .unwrap_or_default();
         self.inner.sink.emit(&Event {
-            script: String::new(),
-            depth: 0,
+            script,
+            depth,
             time_ms: now_ms(),
             kind: EventKind::Output {
                 index: None,

@@ -14,6 +14,8 @@ pub struct Running {
     pub stop: Arc<AtomicBool>,
     pub started_ms: u64,
     pub daemon_idle: bool,
+    /// Nesting depth of the run (0: started by a frontend).
+    pub depth: usize,
 }
 
 #[derive(Debug, Default)]
@@ -90,7 +92,7 @@ impl Memory {
     }
 
     /// Mark a script running; `None` if it already is.
-    pub fn start(&self, id: &str, started_ms: u64) -> Option<Arc<AtomicBool>> {
+    pub fn start(&self, id: &str, started_ms: u64, depth: usize) -> Option<Arc<AtomicBool>> {
         let mut g = self.lock();
         if g.running.contains_key(id) {
             return None;
@@ -102,6 +104,7 @@ impl Memory {
                 stop: stop.clone(),
                 started_ms,
                 daemon_idle: false,
+                depth,
             },
         );
         g.ready.remove(id);

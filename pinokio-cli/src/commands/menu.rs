@@ -17,9 +17,13 @@ pub fn menu(home: PinokioHome, options: EngineOptions, a: MenuArgs) -> Result<Ex
         bail!("{}: no such folder", dir.display());
     }
     if !dir.is_dir() {
-        bail!("{}: not a folder (pass the app folder that holds pinokio.js)", dir.display());
+        bail!(
+            "{}: not a folder (pass the app folder that holds pinokio.js)",
+            dir.display()
+        );
     }
     let engine = Engine::builder(home)
+        .probe(pinokio_cloud::default_probe())
         .options(options)
         .build()
         .context("cannot start the engine")?;
@@ -56,7 +60,15 @@ pub fn menu(home: PinokioHome, options: EngineOptions, a: MenuArgs) -> Result<Ex
 
 /// One item (and its sub-items, indented) as readable lines.
 fn item_lines(it: &MenuItem, depth: usize, out: &mut Vec<String>) {
-    let mut line = format!("{}{}", "  ".repeat(depth), if it.text.is_empty() { "(no label)" } else { &it.text });
+    let mut line = format!(
+        "{}{}",
+        "  ".repeat(depth),
+        if it.text.is_empty() {
+            "(no label)"
+        } else {
+            &it.text
+        }
+    );
     if let Some(s) = &it.script {
         line.push_str(&format!(" -> {}", s.display()));
     } else if let Some(u) = &it.url {

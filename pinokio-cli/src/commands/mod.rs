@@ -55,7 +55,8 @@ fn absolute(p: &Path) -> Result<PathBuf> {
     if p.as_os_str().is_empty() {
         bail!("the path is empty");
     }
-    std::path::absolute(p).with_context(|| format!("{}: cannot make the path absolute", p.display()))
+    std::path::absolute(p)
+        .with_context(|| format!("{}: cannot make the path absolute", p.display()))
 }
 
 /// Attach the file to an error whose message does not name it already.

@@ -108,8 +108,16 @@ mod tests {
         }));
         assert_eq!(
             lines,
-            vec!["[0] log  runs", "    when: true", "    params: {\"raw\":\"hi\"}", "    next: null"]
+            vec![
+                "[0] log  runs",
+                "    when: true",
+                "    params: {\"raw\":\"hi\"}",
+                "    next: null"
+            ]
         );
-        assert_eq!(step_lines(&json!({"index": 3, "null": true})), vec!["[3] (null step, skipped)"]);
+        assert_eq!(
+            step_lines(&json!({"index": 3, "null": true})),
+            vec!["[3] (null step, skipped)"]
+        );
     }
 }

@@ -2,7 +2,9 @@
 //! handle Ctrl-C (SIGINT) and SIGTERM.
 //!
 //! - A running (non-daemon) script is stopped with `Engine::stop` on the first
-//!   signal (exit 130); a second signal exits at once.
+//!   signal (exit 130); a second signal exits at once. A signal that races
+//!   with the end of the run does not turn a finished run into a failure.
+//! - Closing stdout (`pinokio run x | head`) stops the run too (exit 141).
 //! - A daemon that finished its steps keeps running until a signal, which
 //!   stops it (exit 0).
 
@@ -23,11 +25,15 @@ use crate::render::Renderer;
 
 /// Exit status after Ctrl-C, as shells report SIGINT.
 pub const EXIT_INTERRUPTED: u8 = 130;
+/// Exit status when stdout was closed, as shells report SIGPIPE.
+pub const EXIT_OUTPUT_CLOSED: u8 = 141;
 
 enum Msg {
     Done(Box<RunOutcome>),
     Panicked,
     Signal,
+    /// stdout was closed (`pinokio run x | head`): stop like a signal.
+    OutputClosed,
 }
 
 pub fn run(home: PinokioHome, options: EngineOptions, a: RunArgs) -> Result<ExitCode> {
@@ -39,6 +45,7 @@ pub fn run(home: PinokioHome, options: EngineOptions, a: RunArgs) -> Result<Exit
         FnSink(move |ev: &pinokio_core::Event| r.emit(ev))
     };
     let engine = Engine::builder(home)
+        .probe(pinokio_cloud::default_probe())
         .options(options)
         .sink(Arc::new(sink))
         .build()
@@ -56,6 +63,12 @@ pub fn run(home: PinokioHome, options: EngineOptions, a: RunArgs) -> Result<Exit
             let _ = tx.send(Msg::Signal);
         })
         .context("cannot install the Ctrl-C handler")?;
+    }
+    {
+        let tx = tx.clone();
+        renderer.on_stdout_closed(move || {
+            let _ = tx.send(Msg::OutputClosed);
+        });
     }
     let req = RunRequest::new(uri);
     let req = match a.args.to_object() {
@@ -79,6 +92,7 @@ pub fn run(home: PinokioHome, options: EngineOptions, a: RunArgs) -> Result<Exit
 
     // wait for the run, stopping it on a signal
     let mut interrupted = false;
+    let mut output_closed = false;
     let outcome = loop {
         let msg = if interrupted {
             // a signal that came before the run was marked running must not
@@ -104,6 +118,11 @@ pub fn run(home: PinokioHome, options: EngineOptions, a: RunArgs) -> Result<Exit
                 renderer.status("interrupted again; exiting without waiting for the run to stop");
                 return Ok(ExitCode::from(EXIT_INTERRUPTED));
             }
+            Msg::OutputClosed => {
+                output_closed = true;
+                interrupted = true;
+                engine.stop(&id);
+            }
             Msg::Signal => {
                 interrupted = true;
                 renderer.status("stopping... (press Ctrl-C again to exit at once)");
@@ -116,10 +135,21 @@ pub fn run(home: PinokioHome, options: EngineOptions, a: RunArgs) -> Result<Exit
         return Ok(ExitCode::FAILURE);
     };
 
-    if interrupted {
+    // a signal that raced with the end of the run leaves a finished run
+    // finished and a daemon ready (it is stopped below without waiting)
+    if interrupted && matches!(outcome.status, RunStatus::Stopped | RunStatus::Error) {
         engine.stop(&id);
         engine.stop_all();
-        renderer.status(&format!("stopped: {} (interrupted)", outcome.script.display()));
+        if output_closed {
+            return Ok(ExitCode::from(EXIT_OUTPUT_CLOSED));
+        }
+        if let Some(e) = outcome.error.as_ref().filter(|e| e.step.is_none()) {
+            renderer.status(&format!("error: {}", load_error_message(e)));
+        }
+        renderer.status(&format!(
+            "stopped: {} (interrupted)",
+            outcome.script.display()
+        ));
         return Ok(ExitCode::from(EXIT_INTERRUPTED));
     }
     match outcome.status {
@@ -136,12 +166,14 @@ pub fn run(home: PinokioHome, options: EngineOptions, a: RunArgs) -> Result<Exit
             Ok(ExitCode::SUCCESS)
         }
         RunStatus::Daemon => {
-            renderer.status("daemon running; press Ctrl-C to stop");
-            // wait for a signal; nothing else ends a daemon here
-            loop {
-                match rx.recv() {
-                    Ok(Msg::Signal) | Err(_) => break,
-                    Ok(_) => continue,
+            if !interrupted {
+                renderer.status("daemon running; press Ctrl-C to stop");
+                // wait for a signal; nothing else ends a daemon here
+                loop {
+                    match rx.recv() {
+                        Ok(Msg::Signal | Msg::OutputClosed) | Err(_) => break,
+                        Ok(_) => continue,
+                    }
                 }
             }
             engine.stop(&id);
@@ -161,7 +193,10 @@ pub fn run(home: PinokioHome, options: EngineOptions, a: RunArgs) -> Result<Exit
                     }
                 }
                 Some(e) => renderer.status(&format!("error: {}", load_error_message(e))),
-                None => renderer.status(&format!("error: {}: the run failed", outcome.script.display())),
+                None => renderer.status(&format!(
+                    "error: {}: the run failed",
+                    outcome.script.display()
+                )),
             }
             Ok(ExitCode::FAILURE)
         }
