@@ -291,6 +291,20 @@ fn new_token() -> u64 {
     STICKY_TOKENS.fetch_add(1, Ordering::Relaxed)
 }
 
+/// Marks the run executing on this thread until dropped.
+struct CurrentRun;
+impl CurrentRun {
+    fn enter(id: String, depth: usize) -> CurrentRun {
+        CURRENT_RUN.with(|c| c.borrow_mut().push((id, depth)));
+        CurrentRun
+    }
+}
+impl Drop for CurrentRun {
+    fn drop(&mut self) {
+        CURRENT_RUN.with(|c| c.borrow_mut().pop());
+    }
+}
+
 /// `self` of a JSON script, re-read when the file changes.
 struct SelfTracker {
     stamp: Option<(std::time::SystemTime, u64)>,
@@ -575,6 +589,7 @@ impl Engine {
             Ok(p) => p,
             Err(e) => return self.failed_to_start(Path::new(&req.uri), depth, e.to_string()),
         };
+        let _current = CurrentRun::enter(path.display().to_string(), depth);
         let script = match loader::load_script(&path, js) {
             Ok(s) => s,
             Err(e) => return self.failed_to_start(&path, depth, e.to_string()),
@@ -628,9 +643,7 @@ impl Engine {
             value: script.body.clone(),
             token: new_token(),
         };
-        CURRENT_RUN.with(|c| c.borrow_mut().push((run.id.clone(), depth)));
         let outcome = self.step_loop(js, &run, &script, &mut tracker);
-        CURRENT_RUN.with(|c| c.borrow_mut().pop());
         self.emit(
             &run,
             EventKind::RunEnd {
