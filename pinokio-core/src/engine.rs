@@ -291,6 +291,15 @@ fn new_token() -> u64 {
     STICKY_TOKENS.fetch_add(1, Ordering::Relaxed)
 }
 
+/// Where a step sits, for its template scope.
+struct StepPlace<'a> {
+    index: usize,
+    total: usize,
+    uri: &'a str,
+    cwd: &'a Path,
+    name: Option<&'a str>,
+}
+
 /// Marks the run executing on this thread until dropped.
 struct CurrentRun;
 impl CurrentRun {
@@ -724,32 +733,21 @@ impl Engine {
             };
             let local = mem.local(&run.id);
             let global = mem.global(&run.id);
-            let mut data = Map::new();
-            if let Some(v) = &input {
-                data.insert("input".into(), v.clone());
-            }
-            if let Some(a) = &run.args {
-                data.insert("args".into(), a.clone());
-            }
-            data.insert("local".into(), local.clone());
-            data.insert("global".into(), global.clone());
-            data.insert("current".into(), json!(i));
-            data.insert(
-                "next".into(),
-                if i + 1 < total {
-                    json!(i + 1)
-                } else {
-                    Value::Null
-                },
+            let data_place = StepPlace {
+                index: i,
+                total,
+                uri: &run.uri,
+                cwd: &run.cwd,
+                name: name.as_deref(),
+            };
+            let data = self.scope_data(
+                &data_place,
+                input.as_ref(),
+                run.args.as_ref(),
+                local.clone(),
+                global.clone(),
             );
-            data.insert("uri".into(), json!(run.uri));
-            data.insert("cwd".into(), json!(run.cwd));
-            data.insert("dirname".into(), json!(run.cwd));
-            if let Some(n) = &name {
-                data.insert("name".into(), json!(n));
-            }
-            data.insert("port".into(), json!(self.free_port()));
-            self.insert_facts(&mut data);
+
             let env_value = json!(env);
             let sticky = [
                 StickyValue {
@@ -968,6 +966,42 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// The per-step data part of the template scope.
+    fn scope_data(
+        &self,
+        place: &StepPlace<'_>,
+        input: Option<&Value>,
+        args: Option<&Value>,
+        local: Value,
+        global: Value,
+    ) -> Map<String, Value> {
+        let mut data = Map::new();
+        if let Some(v) = input {
+            data.insert("input".into(), v.clone());
+        }
+        if let Some(a) = args {
+            data.insert("args".into(), a.clone());
+        }
+        data.insert("local".into(), local);
+        data.insert("global".into(), global);
+        data.insert("current".into(), json!(place.index));
+        let next = if place.index + 1 < place.total {
+            json!(place.index + 1)
+        } else {
+            Value::Null
+        };
+        data.insert("next".into(), next);
+        data.insert("uri".into(), json!(place.uri));
+        data.insert("cwd".into(), json!(place.cwd));
+        data.insert("dirname".into(), json!(place.cwd));
+        if let Some(n) = place.name {
+            data.insert("name".into(), json!(n));
+        }
+        data.insert("port".into(), json!(self.free_port()));
+        self.insert_facts(&mut data);
+        data
     }
 
     fn insert_facts(&self, data: &mut Map<String, Value>) {
@@ -1203,28 +1237,21 @@ impl Engine {
                 out.push(json!({"index": i, "null": true}));
                 continue;
             }
-            let mut data = Map::new();
-            data.insert("input".into(), Value::Null);
-            data.insert("args".into(), args.clone().unwrap_or(Value::Null));
-            data.insert("local".into(), json!({}));
-            data.insert("global".into(), json!({}));
-            data.insert("current".into(), json!(i));
-            data.insert(
-                "next".into(),
-                if i + 1 < total {
-                    json!(i + 1)
-                } else {
-                    Value::Null
-                },
+            let place = StepPlace {
+                index: i,
+                total,
+                uri,
+                cwd: &cwd,
+                name: name.as_deref(),
+            };
+            let data = self.scope_data(
+                &place,
+                Some(&Value::Null),
+                args.as_ref(),
+                json!({}),
+                json!({}),
             );
-            data.insert("uri".into(), json!(uri));
-            data.insert("cwd".into(), json!(cwd));
-            data.insert("dirname".into(), json!(cwd));
-            if let Some(n) = &name {
-                data.insert("name".into(), json!(n));
-            }
-            data.insert("port".into(), json!(self.free_port()));
-            self.insert_facts(&mut data);
+
             let sticky = [
                 StickyValue {
                     name: "self",

@@ -10,14 +10,17 @@ use super::{MethodCx, MethodError, Registry};
 use crate::keypath;
 
 pub fn register(r: &mut Registry) {
-    r.register("json.set", |cx: &mut MethodCx<'_>, p: Value| {
-        set_files(cx, &p)?;
-        Ok(None)
-    });
-    r.register("json.rm", |cx: &mut MethodCx<'_>, p: Value| {
-        rm_files(cx, &p)?;
-        Ok(None)
-    });
+    // `self.set`/`self.rm` are the same file operations (section 4.4)
+    for name in ["json.set", "self.set"] {
+        r.register(name, |cx: &mut MethodCx<'_>, p: Value| {
+            set_files(cx, &p).map(|_| None)
+        });
+    }
+    for name in ["json.rm", "self.rm"] {
+        r.register(name, |cx: &mut MethodCx<'_>, p: Value| {
+            rm_files(cx, &p).map(|_| None)
+        });
+    }
     r.register("json.get", json_get);
 }
 

@@ -9,28 +9,16 @@ use crate::keypath;
 
 pub fn register(r: &mut Registry) {
     r.register("local.set", |cx: &mut MethodCx<'_>, p: Value| {
-        local_set(cx, p)?;
-        Ok(None)
+        mem_set(cx, p, false).map(|_| None)
     });
     r.register("local.rm", |cx: &mut MethodCx<'_>, p: Value| {
-        mem_rm(cx, p, false)?;
-        Ok(None)
+        mem_rm(cx, p, false).map(|_| None)
     });
     r.register("global.set", |cx: &mut MethodCx<'_>, p: Value| {
-        global_set(cx, p)?;
-        Ok(None)
+        mem_set(cx, p, true).map(|_| None)
     });
     r.register("global.rm", |cx: &mut MethodCx<'_>, p: Value| {
-        mem_rm(cx, p, true)?;
-        Ok(None)
-    });
-    r.register("self.set", |cx: &mut MethodCx<'_>, p: Value| {
-        set_files(cx, &p)?;
-        Ok(None)
-    });
-    r.register("self.rm", |cx: &mut MethodCx<'_>, p: Value| {
-        rm_files(cx, &p)?;
-        Ok(None)
+        mem_rm(cx, p, true).map(|_| None)
     });
     r.register("local.import", local_import);
     r.register("set", set);
@@ -45,43 +33,29 @@ fn dump_local(cx: &MethodCx<'_>) {
     ));
 }
 
-fn local_set(cx: &MethodCx<'_>, p: Value) -> Result<(), MethodError> {
-    let mem = cx.engine.memory();
-    match p {
-        Value::Array(_) => mem.update_local(cx.script_id(), |l| *l = p),
-        Value::Object(map) => mem.update_local(cx.script_id(), |l| {
-            for (k, v) in map {
-                keypath::set(l, &k, v);
-            }
-        }),
-        Value::Null => {}
-        other => {
-            return Err(MethodError::InvalidParams {
-                method: cx.method.to_string(),
-                message: format!("params must be an object of key: value (got {other})"),
-            })
-        }
+/// `local.set` / `global.set`: key paths into the store; an array replaces it.
+fn mem_set(cx: &MethodCx<'_>, p: Value, global: bool) -> Result<(), MethodError> {
+    if !(p.is_array() || p.is_object() || p.is_null()) {
+        return Err(MethodError::InvalidParams {
+            method: cx.method.to_string(),
+            message: format!("params must be an object of key: value (got {p})"),
+        });
     }
-    dump_local(cx);
-    Ok(())
-}
-
-fn global_set(cx: &MethodCx<'_>, p: Value) -> Result<(), MethodError> {
-    let mem = cx.engine.memory();
-    match p {
-        Value::Array(_) => mem.update_global(cx.script_id(), |g| *g = p),
-        Value::Object(map) => mem.update_global(cx.script_id(), |g| {
+    let apply = |store: &mut Value| match p {
+        Value::Array(_) => *store = p,
+        Value::Object(map) => {
             for (k, v) in map {
-                keypath::set(g, &k, v);
+                keypath::set(store, &k, v);
             }
-        }),
-        Value::Null => {}
-        other => {
-            return Err(MethodError::InvalidParams {
-                method: cx.method.to_string(),
-                message: format!("params must be an object of key: value (got {other})"),
-            })
         }
+        _ => {}
+    };
+    let mem = cx.engine.memory();
+    if global {
+        mem.update_global(cx.script_id(), apply);
+    } else {
+        mem.update_local(cx.script_id(), apply);
+        dump_local(cx);
     }
     Ok(())
 }
@@ -146,10 +120,10 @@ fn local_import(cx: &mut MethodCx<'_>, p: Value) -> Result<Option<Value>, Method
 fn set(cx: &mut MethodCx<'_>, p: Value) -> Result<Option<Value>, MethodError> {
     let map = p.as_object().cloned().unwrap_or_default();
     if let Some(l) = map.get("local") {
-        local_set(cx, l.clone())?;
+        mem_set(cx, l.clone(), false)?;
     }
     if let Some(g) = map.get("global") {
-        global_set(cx, g.clone())?;
+        mem_set(cx, g.clone(), true)?;
     }
     for k in ["self", "json"] {
         if let Some(files) = map.get(k) {
