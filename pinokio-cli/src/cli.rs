@@ -12,6 +12,8 @@ Environment:
   PINOKIO_LOAD_LIMIT_MS   time limit in milliseconds for loading a JavaScript script or
                           evaluating a menu (default: 10000); a load that runs longer is
                           stopped and reported as an error
+  PINOKIO_STRICT_EXIT     1: a shell.run command that exits non-zero fails its step
+                          (default: exit codes are reported, not fatal, as in Pinokio)
 
 Exit status:
   0    the run finished (or a daemon was stopped with Ctrl-C)

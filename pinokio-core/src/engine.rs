@@ -18,6 +18,7 @@ use crate::js::{JsFacts, JsRuntime, KernelHost, StickyValue};
 use crate::loader::{self, LoadError, Script, ScriptKind};
 use crate::memory::Memory;
 use crate::methods::{JumpTarget, Lookup, MethodCx, MethodError, Registry};
+use crate::process::{OutputSink, ProcessManager, ProcessRecord};
 use crate::template::{truthy, Renderer};
 
 /// Names in template scope, in upstream's layer order.
@@ -95,6 +96,11 @@ pub struct EngineOptions {
     pub load_limit: Duration,
     /// First port handed out by `port`/`kernel.port()`.
     pub port_start: u16,
+    /// How long a stopped shell tree gets between SIGTERM and SIGKILL.
+    pub kill_grace: Duration,
+    /// Fail `shell.run` steps whose command exits non-zero (pinokiod ignores
+    /// exit codes; this is off by default).
+    pub strict_exit_codes: bool,
 }
 
 impl Default for EngineOptions {
@@ -103,6 +109,8 @@ impl Default for EngineOptions {
             template_limit: crate::js::DEFAULT_TEMPLATE_LIMIT,
             load_limit: crate::js::DEFAULT_LOAD_LIMIT,
             port_start: 42003,
+            kill_grace: Duration::from_secs(10),
+            strict_exit_codes: false,
         }
     }
 }
@@ -156,8 +164,15 @@ impl EngineBuilder {
         self.home.ensure()?;
         let facts = self.facts.unwrap_or_else(|| self.probe.probe());
         let env = self.env.unwrap_or_else(|| std::env::vars().collect());
+        let processes = ProcessManager::new(
+            self.home.logs().join("shell.log"),
+            Arc::new(ShellOutput {
+                sink: self.sink.clone(),
+            }),
+        );
         Ok(Engine {
             inner: Arc::new(Inner {
+                processes,
                 home: self.home,
                 facts,
                 registry: self.registry.unwrap_or_else(Registry::standard),
@@ -174,6 +189,7 @@ impl EngineBuilder {
 }
 
 struct Inner {
+    processes: ProcessManager,
     home: PinokioHome,
     facts: Facts,
     registry: Registry,
@@ -291,6 +307,33 @@ fn new_token() -> u64 {
     STICKY_TOKENS.fetch_add(1, Ordering::Relaxed)
 }
 
+/// Forwards shell output to the event sink, attributed to the script and step.
+struct ShellOutput {
+    sink: Arc<dyn EventSink>,
+}
+
+impl OutputSink for ShellOutput {
+    fn output(&self, rec: &ProcessRecord, step: Option<usize>, depth: usize, raw: &str) {
+        self.sink.emit(&Event {
+            script: rec.group.clone(),
+            depth,
+            time_ms: now_ms(),
+            kind: EventKind::Output {
+                index: step,
+                text: raw.to_string(),
+            },
+        });
+    }
+    fn exited(
+        &self,
+        _rec: &ProcessRecord,
+        _step: Option<usize>,
+        _depth: usize,
+        _code: Option<i32>,
+    ) {
+    }
+}
+
 /// Where a step sits, for its template scope.
 struct StepPlace<'a> {
     index: usize,
@@ -375,6 +418,10 @@ impl Engine {
     }
     pub fn options(&self) -> &EngineOptions {
         &self.inner.options
+    }
+    /// The process manager that owns every shell.
+    pub fn processes(&self) -> &ProcessManager {
+        &self.inner.processes
     }
 
     /// Emit an event for a run.
@@ -524,6 +571,9 @@ impl Engine {
             .unwrap_or((false, 0));
         let was = self.inner.memory.stop(id);
         self.inner.memory.clear_ready(id);
+        self.inner
+            .processes
+            .kill_group(id, self.inner.options.kill_grace);
         if was && was_idle {
             self.emit_for(
                 id,
@@ -543,6 +593,12 @@ impl Engine {
         for id in self.inner.memory.running().keys() {
             self.stop(id);
         }
+    }
+
+    /// Stop everything and kill every shell (engine shutdown).
+    pub fn shutdown(&self) {
+        self.stop_all();
+        self.inner.processes.kill_all(self.inner.options.kill_grace);
     }
 
     /// Run a script to its end on this thread.
@@ -1080,6 +1136,9 @@ impl Engine {
             RunStatus::Daemon
         } else {
             self.inner.memory.stop(&run.id);
+            self.inner
+                .processes
+                .kill_group(&run.id, self.inner.options.kill_grace);
             self.inner.memory.mark_ready(&run.id);
             RunStatus::Finished
         };
@@ -1104,6 +1163,9 @@ impl Engine {
             },
         );
         self.inner.memory.stop(&run.id);
+        self.inner
+            .processes
+            .kill_group(&run.id, self.inner.options.kill_grace);
         RunOutcome {
             script: run.path.clone(),
             status: RunStatus::Error,

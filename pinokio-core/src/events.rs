@@ -62,6 +62,12 @@ pub enum EventKind {
         local: Value,
         global: Value,
     },
+    /// A shell started by a step exited (`code`: `None` when killed by a signal).
+    ShellExit {
+        index: usize,
+        shell_id: String,
+        code: Option<i32>,
+    },
     /// A step was skipped by its `when`.
     StepSkipped {
         index: usize,

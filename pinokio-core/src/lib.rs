@@ -24,6 +24,7 @@ pub mod keypath;
 pub mod loader;
 pub mod memory;
 pub mod methods;
+pub mod process;
 pub mod template;
 
 pub use engine::{Engine, EngineBuilder, EngineError, EngineOptions, RunOutcome, RunRequest};

@@ -15,6 +15,8 @@ use crate::cli::{Cli, Command};
 
 /// Environment variable that shortens or lengthens the JS load time limit.
 pub const LOAD_LIMIT_ENV: &str = "PINOKIO_LOAD_LIMIT_MS";
+/// Environment variable that turns on strict exit codes for `shell.run`.
+pub const STRICT_EXIT_ENV: &str = "PINOKIO_STRICT_EXIT";
 
 pub fn dispatch(cli: Cli) -> Result<ExitCode> {
     let home = locate_home(cli.home.as_deref())?;
@@ -46,6 +48,9 @@ fn engine_options() -> Result<EngineOptions> {
                 anyhow!("{LOAD_LIMIT_ENV} must be a positive whole number of milliseconds (got {text:?})")
             })?;
         o.load_limit = Duration::from_millis(ms);
+    }
+    if let Ok(v) = std::env::var(STRICT_EXIT_ENV) {
+        o.strict_exit_codes = matches!(v.trim(), "1" | "true" | "yes" | "on");
     }
     Ok(o)
 }

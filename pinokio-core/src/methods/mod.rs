@@ -24,6 +24,7 @@ pub mod memory;
 pub mod net;
 pub mod process;
 pub mod script;
+pub mod shell;
 
 /// Why a step failed inside a method.
 #[derive(Debug, thiserror::Error)]
@@ -141,26 +142,6 @@ where
 /// Method names upstream has that we do not run (yet), with the reason shown
 /// to the user.
 pub const NOT_SUPPORTED: &[(&str, &str)] = &[
-    (
-        "shell.run",
-        "shells and the process manager arrive with the next engine milestone",
-    ),
-    (
-        "shell.start",
-        "shells and the process manager arrive with the next engine milestone",
-    ),
-    (
-        "shell.enter",
-        "shells and the process manager arrive with the next engine milestone",
-    ),
-    (
-        "shell.write",
-        "shells and the process manager arrive with the next engine milestone",
-    ),
-    (
-        "shell.stop",
-        "shells and the process manager arrive with the next engine milestone",
-    ),
     ("fs.download", "downloads arrive with the download manager"),
     (
         "fs.link",
@@ -268,6 +249,7 @@ impl Registry {
         fs::register(&mut r);
         jump::register(&mut r);
         script::register(&mut r);
+        shell::register(&mut r);
         process::register(&mut r);
         net::register(&mut r);
         gui::register(&mut r);

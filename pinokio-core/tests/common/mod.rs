@@ -98,7 +98,19 @@ pub fn step_records(events: &[Event], script: &str) -> (Vec<usize>, Vec<Value>) 
             EventKind::StepResult { index, result } => {
                 if let Some(last) = steps.last_mut() {
                     if last["index"] == json!(index) {
+                        let shell = last["method"]
+                            .as_str()
+                            .map(|m| m.starts_with("shell."))
+                            .unwrap_or(false);
                         match result {
+                            // the pack records shell results without id/stdout/response
+                            Some(Value::Object(o)) if shell => {
+                                let mut o = o.clone();
+                                for k in ["id", "stdout", "response"] {
+                                    o.shift_remove(k);
+                                }
+                                last["result"] = Value::Object(o);
+                            }
                             Some(r) => last["result"] = r.clone(),
                             None => last["result_undefined"] = json!(true),
                         }
@@ -120,8 +132,17 @@ pub fn step_records(events: &[Event], script: &str) -> (Vec<usize>, Vec<Value>) 
     (visited, steps)
 }
 
-/// pinokiod's view of `input` spreads a Buffer into indexed keys.
+/// pinokiod's view of `input` spreads a Buffer into indexed keys and drops
+/// `stdout`/`response` of shell results.
 fn input_view(v: &Value) -> Value {
+    if let Some(o) = v.as_object() {
+        if o.contains_key("stdout") && o.contains_key("id") {
+            let mut o = o.clone();
+            o.shift_remove("stdout");
+            o.shift_remove("response");
+            return Value::Object(o);
+        }
+    }
     if let Some(o) = v.as_object() {
         if o.len() == 2 && o.get("type") == Some(&json!("Buffer")) {
             if let Some(Value::Array(data)) = o.get("data") {
@@ -141,7 +162,7 @@ fn input_view(v: &Value) -> Value {
 pub fn redact_home(v: &Value, home: &Path) -> Value {
     let h = home.display().to_string();
     match v {
-        Value::String(s) => Value::String(s.replace(&h, "<PINOKIO_HOME>")),
+        Value::String(s) => Value::String(shell_ids(&s.replace(&h, "<PINOKIO_HOME>"))),
         Value::Array(a) => Value::Array(a.iter().map(|x| redact_home(x, home)).collect()),
         Value::Object(o) => Value::Object(
             o.iter()
@@ -150,6 +171,16 @@ pub fn redact_home(v: &Value, home: &Path) -> Value {
         ),
         other => other.clone(),
     }
+}
+
+/// Our shell ids (see `methods::shell::new_shell_id`) become `<SHELL_ID>`.
+fn shell_ids(s: &str) -> String {
+    static RE: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    let re = RE.get_or_init(|| {
+        regex::Regex::new(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-a[0-9a-f]{3}-[0-9a-f]{12}")
+            .unwrap()
+    });
+    re.replace_all(s, "<SHELL_ID>").into_owned()
 }
 
 /// Files in `dir` that are new or changed compared with `pristine`, in the

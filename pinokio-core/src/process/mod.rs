@@ -1,0 +1,1023 @@
+//! The process manager behind `shell.run`: every shell runs in its own
+//! pseudo-terminal (as Pinokio does with node-pty), one reader thread per
+//! shell turns its output into events, logs and a ring buffer, and kills
+//! take the whole process tree down.
+//!
+//! - [`ProcessManager::spawn`] starts `argv` in a PTY with exactly the given
+//!   environment. The child is a session and process-group leader
+//!   (`pgid == pid`).
+//! - Output goes, per read (up to 64 KiB), to the [`OutputSink`] (raw text,
+//!   ANSI kept), through the [`Normalizer`] to the subscribers' channels
+//!   ([`ShellEvent::Output`]), to a ring buffer of the last lines
+//!   ([`ProcessManager::tail`]) and to timestamped transcripts (the shell's
+//!   `app_log` and the manager's global log; see [`log`]).
+//! - [`ShellEvent::Exited`] is always the last event of a channel, after all
+//!   output the shell produced before it exited.
+//! - [`ProcessManager::kill_shell`] / [`kill_group`](ProcessManager::kill_group)
+//!   / [`kill_all`](ProcessManager::kill_all) terminate whole trees (see
+//!   [`kill`]).
+
+pub mod kill;
+pub mod log;
+pub mod normalize;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use portable_pty::{native_pty_system, Child, CommandBuilder, MasterPty, PtySize};
+
+use self::kill::Tree;
+use self::log::{iso_utc, now_ms, write_shared, LogFile, LogRegistry, DEFAULT_LOG_LIMIT};
+use self::normalize::LineAssembler;
+pub use self::normalize::{normalize, Normalizer, Utf8Decoder};
+
+/// How to start one shell.
+#[derive(Debug, Clone)]
+pub struct SpawnSpec {
+    /// Caller-chosen unique id.
+    pub shell_id: String,
+    /// The script id (absolute script path) owning the shell.
+    pub group: String,
+    /// The step index that started it (for event attribution).
+    pub step: Option<usize>,
+    /// Run nesting depth (for event attribution).
+    pub depth: usize,
+    /// Program and arguments.
+    pub argv: Vec<String>,
+    pub cwd: PathBuf,
+    /// The complete environment (nothing is inherited).
+    pub env: BTreeMap<String, String>,
+    pub cols: u16,
+    pub rows: u16,
+    /// Transcript file for this shell's output (appended to).
+    pub app_log: Option<PathBuf>,
+    /// The command line shown in records and log headers.
+    pub command_label: String,
+}
+
+/// What a shell's channel receives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShellEvent {
+    /// Normalised text: ANSI stripped, `\r\n` and lone `\r` turned into `\n`.
+    Output(String),
+    /// The shell's leader exited: its exit code, `None` if a signal killed
+    /// it. Always the last event.
+    Exited(Option<i32>),
+}
+
+/// A started shell.
+#[derive(Debug)]
+pub struct ShellHandle {
+    pub id: String,
+    pub pid: u32,
+    pub pgid: u32,
+    pub events: Receiver<ShellEvent>,
+}
+
+/// What the manager knows about one shell.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ProcessRecord {
+    pub shell_id: String,
+    pub group: String,
+    pub pid: u32,
+    pub pgid: u32,
+    pub command: String,
+    pub cwd: PathBuf,
+    pub started_ms: u64,
+    pub log_path: Option<PathBuf>,
+    pub running: bool,
+    pub exit_code: Option<i32>,
+}
+
+/// Receives the raw output (lossy UTF-8, ANSI kept, for colour terminals)
+/// of every shell, with its record.
+///
+/// Called from the shells' reader threads: implementations must be quick
+/// and must not call back into the manager's kill functions. Output that
+/// processes left behind by an exited shell (background jobs still holding
+/// the terminal) keep producing arrives after `exited`.
+pub trait OutputSink: Send + Sync {
+    fn output(&self, rec: &ProcessRecord, step: Option<usize>, depth: usize, raw: &str);
+    fn exited(&self, rec: &ProcessRecord, step: Option<usize>, depth: usize, code: Option<i32>);
+}
+
+/// An [`OutputSink`] that drops everything.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NullOutputSink;
+
+impl OutputSink for NullOutputSink {
+    fn output(&self, _: &ProcessRecord, _: Option<usize>, _: usize, _: &str) {}
+    fn exited(&self, _: &ProcessRecord, _: Option<usize>, _: usize, _: Option<i32>) {}
+}
+
+/// Process manager errors.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error("cannot start `{command}` in {}: {source}", cwd.display())]
+    Spawn {
+        command: String,
+        cwd: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start a shell: the command line is empty")]
+    EmptyCommand,
+    #[error("a shell with id {0:?} is already running")]
+    AlreadyRunning(String),
+    #[error("no shell with id {0:?}")]
+    NotFound(String),
+    #[error("shell {0:?} is not running any more")]
+    NotRunning(String),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Tuning knobs (the defaults suit the engine; tests shrink them).
+#[derive(Debug, Clone)]
+pub struct ManagerOptions {
+    /// Rotate a log file when it would grow past this many bytes.
+    pub log_limit: u64,
+    /// Normalised lines kept per shell for [`ProcessManager::tail`].
+    pub ring_lines: usize,
+    /// Exited shells kept in [`ProcessManager::list`].
+    pub keep_exited: usize,
+    /// When the last clone of the manager is dropped, kill every shell
+    /// with this grace (`None`: leave them running).
+    pub kill_on_drop: Option<Duration>,
+}
+
+impl Default for ManagerOptions {
+    fn default() -> Self {
+        Self {
+            log_limit: DEFAULT_LOG_LIMIT,
+            ring_lines: 1000,
+            keep_exited: 256,
+            kill_on_drop: Some(Duration::from_secs(2)),
+        }
+    }
+}
+
+/// Longest line kept in the ring buffer and logs; longer lines are cut.
+const MAX_LINE_CHARS: usize = 8192;
+/// Read size.
+const CHUNK: usize = 64 * 1024;
+/// After the leader exited, how long output may keep arriving (from
+/// processes still holding the terminal) before `Exited` is sent anyway.
+const MAX_DRAIN: Duration = Duration::from_millis(500);
+/// After the leader exited, a pause this long in the output ends the drain.
+const DRAIN_QUIET_MS: i32 = 30;
+/// Poll timeout while the leader runs (exit is usually seen as EOF first).
+const IDLE_POLL_MS: i32 = 100;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+#[derive(Debug, Default)]
+struct Ring {
+    lines: VecDeque<String>,
+    partial: String,
+}
+
+struct ShellState {
+    record: ProcessRecord,
+    subscribers: Vec<Sender<ShellEvent>>,
+    /// `Exited` went out (record.running is false from then on).
+    exited_sent: bool,
+    /// The leader was reaped: its pid is no longer ours.
+    reaped: bool,
+    /// The reader saw EOF: nothing holds the PTY any more.
+    reader_done: bool,
+    /// After EOF, processes of the shell's group/session were still alive.
+    lingering: bool,
+    exited_at: Option<Instant>,
+}
+
+struct Shell {
+    id: String,
+    group: String,
+    tty: Option<PathBuf>,
+    state: Mutex<ShellState>,
+    cond: Condvar,
+    ring: Mutex<Ring>,
+    writer: Mutex<Option<File>>,
+    master: Mutex<Option<Box<dyn MasterPty + Send>>>,
+}
+
+impl Shell {
+    fn st(&self) -> MutexGuard<'_, ShellState> {
+        lock(&self.state)
+    }
+
+    fn record(&self) -> ProcessRecord {
+        self.st().record.clone()
+    }
+
+    /// Whether processes of this shell may still exist.
+    fn active(&self) -> bool {
+        let st = self.st();
+        !st.reader_done || st.lingering || !st.reaped
+    }
+
+    fn tree(&self) -> Tree {
+        let st = self.st();
+        Tree {
+            leader: st.record.pid as i32,
+            leader_ours: !st.reaped,
+            pgid: st.record.pgid as i32,
+            tty: if st.reader_done {
+                None
+            } else {
+                self.tty.clone()
+            },
+        }
+    }
+}
+
+struct Inner {
+    global_log: Arc<Mutex<LogFile>>,
+    logs: LogRegistry,
+    sink: Arc<dyn OutputSink>,
+    /// In spawn order; an id may appear more than once (the newest wins for
+    /// lookups, older ones are kept while they may have processes).
+    shells: Mutex<Vec<Arc<Shell>>>,
+    opts: ManagerOptions,
+}
+
+/// Kills every shell when the last [`ProcessManager`] clone goes away.
+struct DropGuard {
+    inner: Arc<Inner>,
+}
+
+impl Drop for DropGuard {
+    fn drop(&mut self) {
+        if let Some(grace) = self.inner.opts.kill_on_drop {
+            let all = lock(&self.inner.shells).clone();
+            kill_shells(all, grace);
+        }
+    }
+}
+
+/// Starts, tracks, logs and kills shells. Cheap to clone; all clones share
+/// the same shells.
+#[derive(Clone)]
+pub struct ProcessManager {
+    inner: Arc<Inner>,
+    _guard: Arc<DropGuard>,
+}
+
+impl std::fmt::Debug for ProcessManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessManager")
+            .field("shells", &lock(&self.inner.shells).len())
+            .finish()
+    }
+}
+
+impl ProcessManager {
+    /// A manager logging every shell's output to `global_log`.
+    pub fn new(global_log: PathBuf, sink: Arc<dyn OutputSink>) -> Self {
+        Self::with_options(global_log, sink, ManagerOptions::default())
+    }
+
+    pub fn with_options(
+        global_log: PathBuf,
+        sink: Arc<dyn OutputSink>,
+        opts: ManagerOptions,
+    ) -> Self {
+        let logs = LogRegistry::new(opts.log_limit);
+        let global_log = logs.get(&global_log);
+        let inner = Arc::new(Inner {
+            global_log,
+            logs,
+            sink,
+            shells: Mutex::new(Vec::new()),
+            opts,
+        });
+        ProcessManager {
+            _guard: Arc::new(DropGuard {
+                inner: inner.clone(),
+            }),
+            inner,
+        }
+    }
+
+    fn find(&self, shell_id: &str) -> Option<Arc<Shell>> {
+        lock(&self.inner.shells)
+            .iter()
+            .rev()
+            .find(|s| s.id == shell_id)
+            .cloned()
+    }
+
+    /// Start a shell. Output flows as described in the module docs; the
+    /// returned handle's channel ends with [`ShellEvent::Exited`].
+    pub fn spawn(&self, spec: SpawnSpec) -> Result<ShellHandle, ProcessError> {
+        if spec.argv.is_empty() {
+            return Err(ProcessError::EmptyCommand);
+        }
+        let spawn_err = |source: std::io::Error| ProcessError::Spawn {
+            command: spec.command_label.clone(),
+            cwd: spec.cwd.clone(),
+            source,
+        };
+        if !spec.cwd.is_dir() {
+            return Err(spawn_err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "the working directory does not exist or is not a folder",
+            )));
+        }
+        if self.is_running(&spec.shell_id) {
+            return Err(ProcessError::AlreadyRunning(spec.shell_id));
+        }
+
+        let pair = native_pty_system()
+            .openpty(PtySize {
+                rows: spec.rows.max(1),
+                cols: spec.cols.max(1),
+                pixel_width: 0,
+                pixel_height: 0,
+            })
+            .map_err(|e| ProcessError::Io {
+                context: "cannot open a pseudo-terminal".into(),
+                source: std::io::Error::other(format!("{e:#}")),
+            })?;
+        let mut cmd = CommandBuilder::from_argv(spec.argv.iter().map(OsString::from).collect());
+        cmd.env_clear();
+        for (k, v) in &spec.env {
+            cmd.env(k, v);
+        }
+        cmd.cwd(&spec.cwd);
+        let child = pair
+            .slave
+            .spawn_command(cmd)
+            .map_err(|e| spawn_err(anyhow_to_io(e)))?;
+        // Our copy of the slave must go, or EOF never comes.
+        drop(pair.slave);
+        let master = pair.master;
+        let child = KillOnFail(Some(child));
+
+        let pid = child.get().process_id().unwrap_or(0);
+        // SAFETY: getpgid has no memory-safety preconditions.
+        let pgid = unsafe { libc::getpgid(pid as libc::pid_t) };
+        let pgid = if pgid > 0 { pgid as u32 } else { pid };
+        let tty = master.tty_name();
+        let fd = master.as_raw_fd().ok_or_else(|| ProcessError::Io {
+            context: "the pseudo-terminal has no file descriptor".into(),
+            source: std::io::Error::other("no fd"),
+        })?;
+        let io_err = |context: &str| {
+            let context = context.to_string();
+            move |source| ProcessError::Io { context, source }
+        };
+        let reader = dup_fd(fd).map_err(io_err("cannot duplicate the terminal descriptor"))?;
+        let writer = dup_fd(fd).map_err(io_err("cannot duplicate the terminal descriptor"))?;
+
+        let record = ProcessRecord {
+            shell_id: spec.shell_id.clone(),
+            group: spec.group.clone(),
+            pid,
+            pgid,
+            command: spec.command_label.clone(),
+            cwd: spec.cwd.clone(),
+            started_ms: now_ms(),
+            log_path: spec.app_log.clone(),
+            running: true,
+            exit_code: None,
+        };
+        let (tx, rx) = channel();
+        let shell = Arc::new(Shell {
+            id: spec.shell_id.clone(),
+            group: spec.group.clone(),
+            tty,
+            state: Mutex::new(ShellState {
+                record: record.clone(),
+                subscribers: vec![tx],
+                exited_sent: false,
+                reaped: false,
+                reader_done: false,
+                lingering: false,
+                exited_at: None,
+            }),
+            cond: Condvar::new(),
+            ring: Mutex::new(Ring::default()),
+            writer: Mutex::new(Some(writer)),
+            master: Mutex::new(Some(master)),
+        });
+        {
+            let mut shells = lock(&self.inner.shells);
+            if shells
+                .iter()
+                .rev()
+                .find(|s| s.id == spec.shell_id)
+                .is_some_and(|s| s.st().record.running)
+            {
+                return Err(ProcessError::AlreadyRunning(spec.shell_id));
+            }
+            shells.push(shell.clone());
+        }
+        let app_log = spec.app_log.as_deref().map(|p| self.inner.logs.get(p));
+        let ctx = Reader {
+            inner: self.inner.clone(),
+            shell: shell.clone(),
+            child,
+            file: reader,
+            rec: record,
+            step: spec.step,
+            depth: spec.depth,
+            app_log,
+            dec: Utf8Decoder::new(),
+            norm: Normalizer::new(),
+            lines: LineAssembler::new(MAX_LINE_CHARS),
+            exited_sent: false,
+        };
+        let name = format!("pty-{}", spec.shell_id.chars().take(40).collect::<String>());
+        // If the thread cannot start, dropping `ctx` kills the child.
+        let started = std::thread::Builder::new()
+            .name(name)
+            .spawn(move || ctx.run());
+        if let Err(e) = started {
+            lock(&self.inner.shells).retain(|s| !Arc::ptr_eq(s, &shell));
+            return Err(ProcessError::Io {
+                context: "cannot start the shell's reader thread".into(),
+                source: e,
+            });
+        }
+        Ok(ShellHandle {
+            id: spec.shell_id,
+            pid,
+            pgid,
+            events: rx,
+        })
+    }
+
+    /// Another channel on a running shell's output, from now on (ends with
+    /// [`ShellEvent::Exited`]). `None` if the shell is unknown or exited.
+    pub fn subscribe(&self, shell_id: &str) -> Option<Receiver<ShellEvent>> {
+        let shell = self.find(shell_id)?;
+        let mut st = shell.st();
+        if st.exited_sent {
+            return None;
+        }
+        let (tx, rx) = channel();
+        st.subscribers.push(tx);
+        Some(rx)
+    }
+
+    /// Type `data` into the shell's terminal.
+    pub fn write(&self, shell_id: &str, data: &[u8]) -> Result<(), ProcessError> {
+        let shell = self
+            .find(shell_id)
+            .ok_or_else(|| ProcessError::NotFound(shell_id.into()))?;
+        if !shell.st().record.running {
+            return Err(ProcessError::NotRunning(shell_id.into()));
+        }
+        let mut w = lock(&shell.writer);
+        let f = w
+            .as_mut()
+            .ok_or_else(|| ProcessError::NotRunning(shell_id.into()))?;
+        f.write_all(data)
+            .and_then(|_| f.flush())
+            .map_err(|source| ProcessError::Io {
+                context: format!("cannot write to shell {shell_id:?}"),
+                source,
+            })
+    }
+
+    /// Change the terminal size of a shell.
+    pub fn resize(&self, shell_id: &str, cols: u16, rows: u16) -> Result<(), ProcessError> {
+        let shell = self
+            .find(shell_id)
+            .ok_or_else(|| ProcessError::NotFound(shell_id.into()))?;
+        let m = lock(&shell.master);
+        let m = m
+            .as_ref()
+            .ok_or_else(|| ProcessError::NotRunning(shell_id.into()))?;
+        m.resize(PtySize {
+            rows: rows.max(1),
+            cols: cols.max(1),
+            pixel_width: 0,
+            pixel_height: 0,
+        })
+        .map_err(|e| ProcessError::Io {
+            context: format!("cannot resize shell {shell_id:?}"),
+            source: anyhow_to_io(e),
+        })
+    }
+
+    /// SIGTERM the shell's whole tree, SIGKILL what is left after `grace`;
+    /// returns once the tree is gone and `Exited` was sent, or after
+    /// `grace` + 1 s. Unknown ids are ignored.
+    pub fn kill_shell(&self, shell_id: &str, grace: Duration) {
+        let targets: Vec<Arc<Shell>> = lock(&self.inner.shells)
+            .iter()
+            .filter(|s| s.id == shell_id)
+            .cloned()
+            .collect();
+        kill_shells(targets, grace);
+    }
+
+    /// Kill every shell of a script (concurrently, one grace for all).
+    pub fn kill_group(&self, group: &str, grace: Duration) {
+        let targets: Vec<Arc<Shell>> = lock(&self.inner.shells)
+            .iter()
+            .filter(|s| s.group == group)
+            .cloned()
+            .collect();
+        kill_shells(targets, grace);
+    }
+
+    /// Kill every shell.
+    pub fn kill_all(&self, grace: Duration) {
+        let targets = lock(&self.inner.shells).clone();
+        kill_shells(targets, grace);
+    }
+
+    /// Running and recently exited shells (the newest per id), oldest first.
+    pub fn list(&self) -> Vec<ProcessRecord> {
+        self.records(|_| true)
+    }
+
+    /// The shells of one script (newest per id), oldest first.
+    pub fn shells_of(&self, group: &str) -> Vec<ProcessRecord> {
+        self.records(|s| s.group == group)
+    }
+
+    fn records(&self, keep: impl Fn(&Shell) -> bool) -> Vec<ProcessRecord> {
+        let shells = lock(&self.inner.shells);
+        let mut out = Vec::new();
+        for (i, s) in shells.iter().enumerate() {
+            let newest = !shells[i + 1..].iter().any(|later| later.id == s.id);
+            if newest && keep(s) {
+                out.push(s.record());
+            }
+        }
+        out
+    }
+
+    /// The record of one shell.
+    pub fn get(&self, shell_id: &str) -> Option<ProcessRecord> {
+        self.find(shell_id).map(|s| s.record())
+    }
+
+    /// The last `lines` normalised lines of a shell (the unfinished last
+    /// line included), from its ring buffer.
+    pub fn tail(&self, shell_id: &str, lines: usize) -> Vec<String> {
+        let Some(shell) = self.find(shell_id) else {
+            return Vec::new();
+        };
+        let ring = lock(&shell.ring);
+        let partial = usize::from(!ring.partial.is_empty());
+        let from_ring = lines.saturating_sub(partial).min(ring.lines.len());
+        let mut out: Vec<String> = ring
+            .lines
+            .iter()
+            .skip(ring.lines.len() - from_ring)
+            .cloned()
+            .collect();
+        if partial == 1 && lines > 0 {
+            out.push(ring.partial.clone());
+        }
+        out
+    }
+
+    /// Whether the shell's leader is still running (until `Exited` is sent).
+    pub fn is_running(&self, shell_id: &str) -> bool {
+        self.find(shell_id).is_some_and(|s| s.st().record.running)
+    }
+
+    /// Wait up to `timeout` for a shell to exit; its exit code (`Some(None)`
+    /// for a signal), or `None` if it is unknown or still running.
+    pub fn wait_exit(&self, shell_id: &str, timeout: Duration) -> Option<Option<i32>> {
+        let shell = self.find(shell_id)?;
+        let deadline = Instant::now() + timeout;
+        let mut st = shell.st();
+        while !st.exited_sent {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            st = match shell.cond.wait_timeout(st, left) {
+                Ok((g, _)) => g,
+                Err(p) => p.into_inner().0,
+            };
+        }
+        Some(st.record.exit_code)
+    }
+
+    /// How many log writes failed so far (they never stop a shell).
+    pub fn log_errors(&self) -> u64 {
+        self.inner.logs.errors.load(Ordering::Relaxed)
+    }
+}
+
+/// Kill the trees of `targets` together, then wait (within grace + 1 s) for
+/// their readers to report the exit.
+fn kill_shells(targets: Vec<Arc<Shell>>, grace: Duration) {
+    let start = Instant::now();
+    let deadline = start + grace + Duration::from_secs(1);
+    let targets: Vec<Arc<Shell>> = targets.into_iter().filter(|s| s.active()).collect();
+    if targets.is_empty() {
+        return;
+    }
+    let trees: Vec<Tree> = targets.iter().map(|s| s.tree()).collect();
+    let report = kill::terminate(&trees, grace);
+    for s in &targets {
+        let mut st = s.st();
+        while !(st.exited_sent && st.reader_done) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            st = match s.cond.wait_timeout(st, left) {
+                Ok((g, _)) => g,
+                Err(p) => p.into_inner().0,
+            };
+        }
+        if st.reader_done && report.survivors.is_empty() {
+            st.lingering = false;
+        }
+    }
+}
+
+/// `portable-pty` reports errors through `anyhow`; keep the whole chain.
+fn anyhow_to_io(e: impl std::fmt::Display + std::fmt::Debug) -> std::io::Error {
+    let text = format!("{e:#}");
+    std::io::Error::other(text)
+}
+
+/// Our own duplicate of a descriptor (close-on-exec).
+fn dup_fd(fd: RawFd) -> std::io::Result<File> {
+    // SAFETY: fcntl(F_DUPFD_CLOEXEC) on a descriptor we own; the result is
+    // a fresh descriptor that the returned File takes ownership of.
+    let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+    if new < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `new` is a valid, open descriptor owned by nobody else.
+    Ok(unsafe { File::from_raw_fd(new) })
+}
+
+/// Owns the spawned child; kills and reaps it if dropped before it was
+/// reaped (`spawn` failing half-way, or a reader thread unwinding).
+struct KillOnFail(Option<Box<dyn Child + Send + Sync>>);
+
+impl KillOnFail {
+    fn get(&self) -> &(dyn Child + Send + Sync) {
+        match &self.0 {
+            Some(c) => c.as_ref(),
+            None => unreachable!("child taken before use"),
+        }
+    }
+}
+
+impl Drop for KillOnFail {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            if let Some(pid) = c.process_id() {
+                // SAFETY: the child is a process-group leader we started.
+                unsafe {
+                    libc::killpg(pid as libc::pid_t, libc::SIGKILL);
+                }
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+enum Poll {
+    Ready,
+    Timeout,
+    Interrupted,
+    Failed,
+}
+
+fn poll_in(fd: RawFd, timeout_ms: i32) -> Poll {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, length 1.
+    let r = unsafe { libc::poll(&mut p, 1, timeout_ms) };
+    if r > 0 {
+        Poll::Ready
+    } else if r == 0 {
+        Poll::Timeout
+    } else if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+        Poll::Interrupted
+    } else {
+        Poll::Failed
+    }
+}
+
+fn exit_code(st: &portable_pty::ExitStatus) -> Option<i32> {
+    if st.signal().is_some() {
+        None
+    } else {
+        Some(st.exit_code() as i32)
+    }
+}
+
+/// One shell's reader thread.
+struct Reader {
+    inner: Arc<Inner>,
+    shell: Arc<Shell>,
+    child: KillOnFail,
+    file: File,
+    /// The reader's copy of the record (given to the sink).
+    rec: ProcessRecord,
+    step: Option<usize>,
+    depth: usize,
+    app_log: Option<Arc<Mutex<LogFile>>>,
+    dec: Utf8Decoder,
+    norm: Normalizer,
+    lines: LineAssembler,
+    exited_sent: bool,
+}
+
+impl Reader {
+    fn run(mut self) {
+        self.header();
+        let fd = self.file.as_raw_fd();
+        let mut buf = vec![0u8; CHUNK];
+        let mut exit: Option<(Option<i32>, Instant)> = None;
+        loop {
+            if exit.is_none() {
+                if let Some(code) = self.try_reap() {
+                    exit = Some((code, Instant::now()));
+                }
+            }
+            if let Some((code, at)) = exit {
+                if !self.exited_sent && at.elapsed() >= MAX_DRAIN {
+                    self.send_exited(code);
+                }
+            }
+            let draining = exit.is_some() && !self.exited_sent;
+            match poll_in(
+                fd,
+                if draining {
+                    DRAIN_QUIET_MS
+                } else {
+                    IDLE_POLL_MS
+                },
+            ) {
+                Poll::Ready => match self.file.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        let raw = self.dec.push(&buf[..n]);
+                        self.deliver_raw(raw);
+                    }
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::Interrupted | std::io::ErrorKind::WouldBlock
+                        ) => {}
+                    // EIO: every holder of the slave side is gone.
+                    Err(_) => break,
+                },
+                Poll::Timeout => {
+                    if let (Some((code, _)), true) = (exit, draining) {
+                        self.send_exited(code);
+                    }
+                }
+                Poll::Interrupted => {}
+                Poll::Failed => break,
+            }
+        }
+        // End of output.
+        let rest = self.dec.finish();
+        self.deliver_raw(rest);
+        let tail = self.norm.finish();
+        self.deliver_text(tail);
+        if let Some(last) = self.lines.finish() {
+            self.log_lines(&[last]);
+        }
+        let code = match exit {
+            Some((code, _)) => code,
+            None => self.wait_child(),
+        };
+        if !self.exited_sent {
+            self.send_exited(code);
+        }
+        self.finish();
+    }
+
+    fn try_reap(&mut self) -> Option<Option<i32>> {
+        let child = self.child.0.as_mut()?;
+        match child.try_wait() {
+            Ok(Some(st)) => {
+                self.child.0 = None;
+                self.shell.st().reaped = true;
+                Some(exit_code(&st))
+            }
+            _ => None,
+        }
+    }
+
+    fn wait_child(&mut self) -> Option<i32> {
+        let code = match self.child.0.take() {
+            Some(mut c) => c.wait().ok().and_then(|st| exit_code(&st)),
+            None => None,
+        };
+        self.shell.st().reaped = true;
+        code
+    }
+
+    fn guarded(&self, f: impl FnOnce(&dyn OutputSink)) {
+        let sink = self.inner.sink.clone();
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(sink.as_ref())));
+    }
+
+    fn deliver_raw(&mut self, raw: String) {
+        if raw.is_empty() {
+            return;
+        }
+        let (rec, step, depth) = (&self.rec, self.step, self.depth);
+        self.guarded(|s| s.output(rec, step, depth, &raw));
+        let text = self.norm.push(&raw);
+        self.deliver_text(text);
+    }
+
+    fn deliver_text(&mut self, text: String) {
+        if text.is_empty() {
+            return;
+        }
+        let mut done = Vec::new();
+        self.lines.push(&text, &mut done);
+        {
+            let mut ring = lock(&self.shell.ring);
+            let cap = self.inner.opts.ring_lines.max(1);
+            for l in &done {
+                if ring.lines.len() >= cap {
+                    ring.lines.pop_front();
+                }
+                ring.lines.push_back(l.clone());
+            }
+            ring.partial.clear();
+            ring.partial.push_str(self.lines.partial());
+        }
+        self.log_lines(&done);
+        if !self.exited_sent {
+            let mut st = self.shell.st();
+            st.subscribers
+                .retain(|tx| tx.send(ShellEvent::Output(text.clone())).is_ok());
+        }
+    }
+
+    fn log_lines(&self, lines: &[String]) {
+        if lines.is_empty() {
+            return;
+        }
+        let ts = iso_utc(now_ms());
+        if let Some(app) = &self.app_log {
+            let mut s = String::new();
+            for l in lines {
+                s.push_str(&ts);
+                s.push(' ');
+                s.push_str(l);
+                s.push('\n');
+            }
+            write_shared(app, &s);
+        }
+        let mut s = String::new();
+        for l in lines {
+            s.push_str(&ts);
+            s.push_str(" [");
+            s.push_str(&self.rec.group);
+            s.push_str("] [");
+            s.push_str(&self.rec.shell_id);
+            s.push_str("] ");
+            s.push_str(l);
+            s.push('\n');
+        }
+        write_shared(&self.inner.global_log, &s);
+    }
+
+    fn log_note(&self, note: &str) {
+        let ts = iso_utc(now_ms());
+        if let Some(app) = &self.app_log {
+            write_shared(app, &format!("{ts} ### {note}\n"));
+        }
+        write_shared(
+            &self.inner.global_log,
+            &format!(
+                "{ts} [{}] [{}] ### {note}\n",
+                self.rec.group, self.rec.shell_id
+            ),
+        );
+    }
+
+    fn header(&self) {
+        let r = &self.rec;
+        self.log_note(&format!(
+            "shell {} started (group {}, pid {}, cwd {}): {}",
+            r.shell_id,
+            r.group,
+            r.pid,
+            r.cwd.display(),
+            r.command
+        ));
+    }
+
+    fn send_exited(&mut self, code: Option<i32>) {
+        // A `\r` held back at the end is a line break now.
+        let tail = self.norm.finish();
+        self.deliver_text(tail);
+        self.exited_sent = true;
+        self.rec.running = false;
+        self.rec.exit_code = code;
+        // The transcript is complete before anyone hears of the exit.
+        let how = match code {
+            Some(c) => format!("exited with code {c}"),
+            None => "was killed by a signal".to_string(),
+        };
+        self.log_note(&format!("shell {} {how}", self.rec.shell_id));
+        let (rec, step, depth) = (&self.rec, self.step, self.depth);
+        self.guarded(|s| s.exited(rec, step, depth, code));
+        {
+            let mut st = self.shell.st();
+            st.record.running = false;
+            st.record.exit_code = code;
+            st.exited_sent = true;
+            st.exited_at = Some(Instant::now());
+            for tx in st.subscribers.drain(..) {
+                let _ = tx.send(ShellEvent::Exited(code));
+            }
+        }
+        self.shell.cond.notify_all();
+    }
+
+    fn finish(self) {
+        *lock(&self.shell.writer) = None;
+        *lock(&self.shell.master) = None;
+        // Processes of the group/session that let go of the terminal?
+        let tree = Tree {
+            leader: self.rec.pid as i32,
+            leader_ours: false,
+            pgid: self.rec.pgid as i32,
+            tty: None,
+        };
+        let lingering = !kill::members(std::slice::from_ref(&tree), false).is_empty();
+        {
+            let mut st = self.shell.st();
+            st.reader_done = true;
+            st.lingering = lingering;
+        }
+        self.shell.cond.notify_all();
+        prune(&self.inner);
+    }
+}
+
+/// Forget the oldest finished shells beyond `keep_exited`, and finished
+/// shells shadowed by a newer shell with the same id.
+fn prune(inner: &Inner) {
+    let mut shells = lock(&inner.shells);
+    let finished = |s: &Shell| {
+        let st = s.st();
+        st.reader_done && !st.lingering && st.exited_sent
+    };
+    let n = shells.len();
+    let mut remove = vec![false; n];
+    for i in 0..n {
+        if finished(&shells[i]) && shells[i + 1..].iter().any(|l| l.id == shells[i].id) {
+            remove[i] = true;
+        }
+    }
+    let mut done: Vec<(Instant, usize)> = (0..n)
+        .filter(|&i| !remove[i] && finished(&shells[i]))
+        .map(|i| (shells[i].st().exited_at.unwrap_or_else(Instant::now), i))
+        .collect();
+    if done.len() > inner.opts.keep_exited {
+        done.sort();
+        let extra = done.len() - inner.opts.keep_exited;
+        for (_, i) in done.into_iter().take(extra) {
+            remove[i] = true;
+        }
+    }
+    let mut i = 0;
+    shells.retain(|_| {
+        let keep = !remove[i];
+        i += 1;
+        keep
+    });
+}
