@@ -574,3 +574,52 @@ fn closed_stdout_stops_the_run() {
     }
     assert_eq!(exit_within(&mut child, 10), Some(141));
 }
+
+#[test]
+fn shell_output_streams_and_strict_exit_mode_fails() {
+    let e = Env::new();
+    e.write(
+        "sh.json",
+        r#"{"run": [{"method": "shell.run", "params": {"message": "echo from-the-shell; exit 5"}}]}"#,
+    );
+    e.cmd()
+        .args(["run", "sh.json"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("from-the-shell"));
+    e.cmd()
+        .env("PINOKIO_STRICT_EXIT", "1")
+        .args(["run", "sh.json"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("exited with status 5"));
+}
+
+#[test]
+fn ctrl_c_on_a_daemon_server_kills_the_server() {
+    let e = Env::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    e.write(
+        "srv.json",
+        &format!(
+            r#"{{"daemon": true, "run": [{{"method": "shell.run", "params": {{
+                "message": "python3 -m http.server {port} --bind 127.0.0.1",
+                "on": [{{"event": "/(http:\\/\\/[0-9.]+:[0-9]+)/", "done": true}}]}}}},
+              {{"method": "log", "params": {{"raw": "ready {{{{input.event[1]}}}}"}}}}]}}"#
+        ),
+    );
+    let mut child = e.spawn(&["run", "srv.json"]);
+    let rx = lines_of(&mut child);
+    wait_for_line(&rx, &format!("ready http://127.0.0.1:{port}"), &mut child);
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    send_signal(&child, "INT");
+    assert_eq!(exit_within(&mut child, 20), Some(0));
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "the server survived Ctrl-C"
+    );
+}
