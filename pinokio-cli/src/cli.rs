@@ -18,6 +18,7 @@ Environment:
 Exit status:
   0    the run finished (or a daemon was stopped with Ctrl-C)
   1    the script could not be loaded, a step failed, or the run was stopped otherwise
+       (info: unknown app id; catalog update: the new catalog could not be read)
   2    invalid command line
   130  the run was interrupted with Ctrl-C (or SIGTERM)
   141  stdout was closed while the run was writing (the run is stopped)";
@@ -42,6 +43,20 @@ pub enum Command {
     Plan(PlanArgs),
     /// Show a launcher's menu (pinokio.js) as it evaluates now.
     Menu(MenuArgs),
+    /// Search the app catalog (no TEXT: list every app).
+    Search(SearchArgs),
+    /// Show what the catalog knows about an app, and its launcher when installed.
+    Info(InfoArgs),
+    /// Manage the app catalog (HOME/catalog.json).
+    Catalog(CatalogArgs),
+    /// Download a launcher (catalog id, git URL or folder) into HOME/api and run its install item.
+    Install(InstallArgs),
+    /// Install if needed, start, wait for the web UI and print its URL; stops on Ctrl-C.
+    Up(UpArgs),
+    /// Stop an app and remove its folder (shared drive data is kept).
+    Uninstall(UninstallArgs),
+    /// One line per installed app: state and folder.
+    Status(StatusArgs),
 }
 
 /// `--arg KEY=VALUE`, repeatable.
@@ -92,12 +107,110 @@ pub struct PlanArgs {
 
 #[derive(Debug, Args)]
 pub struct MenuArgs {
-    /// The app folder (holding pinokio.js), relative to the current folder.
-    #[arg(value_name = "APP_DIR")]
+    /// The app folder (holding pinokio.js), relative to the current folder,
+    /// or the name of an installed app (HOME/api/<name>).
+    #[arg(value_name = "APP_DIR|APP")]
     pub app_dir: PathBuf,
     /// Print the menu as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InstallArgs {
+    /// A catalog app id, a git URL, or a launcher folder.
+    #[arg(value_name = "ID|GIT_URL|DIR")]
+    pub source: String,
+    /// Folder name under HOME/api (default: the repository name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Rewrite git URLs starting with FROM to start with TO (like git's
+    /// insteadOf); repeatable. HOME/git-mirrors holds permanent ones.
+    #[arg(long = "git-mirror", value_name = "FROM=TO", value_parser = parse_mirror)]
+    pub git_mirror: Vec<pinokio_core::apps::Mirror>,
+    /// Only download; do not run the install item.
+    #[arg(long)]
+    pub no_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// An installed app name, a catalog app id, a git URL, or a launcher folder.
+    #[arg(value_name = "APP")]
+    pub app: String,
+    /// Folder name under HOME/api when the app gets installed.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Rewrite git URLs (FROM=TO), as for `install`.
+    #[arg(long = "git-mirror", value_name = "FROM=TO", value_parser = parse_mirror)]
+    pub git_mirror: Vec<pinokio_core::apps::Mirror>,
+    /// Also show the scripts' output and steps.
+    #[arg(long, short)]
+    pub verbose: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct UninstallArgs {
+    /// The installed app's name (its folder under HOME/api).
+    #[arg(value_name = "APP")]
+    pub app: String,
+}
+
+fn parse_mirror(s: &str) -> Result<pinokio_core::apps::Mirror, String> {
+    pinokio_core::apps::Mirror::parse(s).ok_or_else(|| format!("expected FROM=TO, got {s:?}"))
+}
+
+#[derive(Debug, Args)]
+pub struct SearchArgs {
+    /// Words to look for (ignoring case) in app ids, names, tags, authors,
+    /// categories and summaries. Best matches first: exact id, id or name
+    /// prefix, name, tag, anything else.
+    #[arg(value_name = "TEXT")]
+    pub text: Vec<String>,
+    /// Only apps of this category (IMAGE, AUDIO, VIDEO, UTILITY, LLM, 3D).
+    #[arg(long, value_name = "C")]
+    pub category: Option<String>,
+    /// Only apps with this tag (e.g. TTS).
+    #[arg(long, value_name = "T")]
+    pub tag: Option<String>,
+    /// Print the matching apps as a JSON array.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// The app id (see `pinokio search`).
+    #[arg(value_name = "ID")]
+    pub id: String,
+    /// Print the facts as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CatalogArgs {
+    #[command(subcommand)]
+    pub command: CatalogCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CatalogCommand {
+    /// Replace HOME/catalog.json with a catalog from a file or an http(s) URL
+    /// (this catalog's format or the upstream cleaned app list). The old
+    /// catalog stays when the new one is not valid.
+    Update {
+        /// A catalog file or URL.
+        #[arg(long, value_name = "FILE|URL")]
+        from: String,
+    },
 }
 
 /// Parse `KEY=VALUE`: VALUE as JSON when it parses, else as a string.

@@ -1,7 +1,8 @@
 //! `pinokio`: run unmodified Pinokio launcher scripts headless.
 //!
 //! Commands: `run` (stream a script's events), `plan` (render every step for
-//! a chosen machine without running), `menu` (a launcher's menu). See
+//! a chosen machine without running), `menu` (a launcher's menu), `search`,
+//! `info` and `catalog update` (the app catalog). See
 //! `pinokio --help` for the environment variables (`PINOKIO_HOME`,
 //! `PINOKIO_LOAD_LIMIT_MS`) and exit codes.
 

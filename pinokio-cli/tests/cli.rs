@@ -623,3 +623,43 @@ fn ctrl_c_on_a_daemon_server_kills_the_server() {
         "the server survived Ctrl-C"
     );
 }
+
+#[test]
+fn up_installs_starts_and_prints_a_working_url_then_ctrl_c_stops_it() {
+    let e = Env::new();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/webui");
+    let mut child = e.spawn(&["up", example.to_str().unwrap()]);
+    let rx = lines_of(&mut child);
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let url = loop {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(l) if l.starts_with("http://127.0.0.1:") => break l,
+            Ok(_) => {}
+            Err(_) => {
+                send_signal(&child, "INT");
+                let _ = exit_within(&mut child, 20);
+                panic!("no URL printed: {}", stderr_of(&mut child));
+            }
+        }
+    };
+    let hostport = url.trim_start_matches("http://").to_string();
+    let body = {
+        use std::io::Write;
+        let mut s = std::net::TcpStream::connect(&hostport).unwrap();
+        write!(s, "GET / HTTP/1.0\r\nHost: {hostport}\r\n\r\n").unwrap();
+        let mut b = String::new();
+        s.read_to_string(&mut b).unwrap();
+        b
+    };
+    assert!(
+        body.contains(" 200 ") && body.contains("Hello from PinokioCloud"),
+        "{body}"
+    );
+    assert!(e.home().join("api/webui/env/pyvenv.cfg").is_file());
+    send_signal(&child, "INT");
+    assert_eq!(exit_within(&mut child, 30), Some(0));
+    assert!(
+        std::net::TcpStream::connect(&hostport).is_err(),
+        "the web UI survived Ctrl-C"
+    );
+}

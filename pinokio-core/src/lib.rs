@@ -14,6 +14,8 @@
 //! assert!(outcome.ok());
 //! ```
 
+pub mod apps;
+pub mod catalog;
 pub mod engine;
 pub mod envfile;
 pub mod events;
@@ -25,6 +27,7 @@ pub mod loader;
 pub mod memory;
 pub mod methods;
 pub mod process;
+pub mod state;
 pub mod template;
 
 pub use engine::{Engine, EngineBuilder, EngineError, EngineOptions, RunOutcome, RunRequest};

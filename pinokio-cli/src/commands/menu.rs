@@ -12,7 +12,12 @@ use crate::cli::MenuArgs;
 use crate::render::compact;
 
 pub fn menu(home: PinokioHome, options: EngineOptions, a: MenuArgs) -> Result<ExitCode> {
-    let dir = absolute(&a.app_dir)?;
+    let mut dir = absolute(&a.app_dir)?;
+    // an installed app's name works too (HOME/api/<name>)
+    let by_name = home.api().join(&a.app_dir);
+    if !dir.exists() && a.app_dir.components().count() == 1 && by_name.is_dir() {
+        dir = by_name;
+    }
     if !dir.exists() {
         bail!("{}: no such folder", dir.display());
     }

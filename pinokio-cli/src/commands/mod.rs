@@ -1,5 +1,7 @@
 //! The subcommands and what they share (home folder, engine options, paths).
 
+pub mod apps;
+pub mod catalog;
 pub mod menu;
 pub mod plan;
 pub mod run;
@@ -25,6 +27,37 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Run(a) => run::run(home, options, a),
         Command::Plan(a) => plan::plan(home, options, a),
         Command::Menu(a) => menu::menu(home, options, a),
+        Command::Search(a) => catalog::search(home, a),
+        Command::Info(a) => catalog::info(home, options, a),
+        Command::Catalog(a) => catalog::catalog(home, a),
+        Command::Install(a) => apps::install(home, options, a),
+        Command::Up(a) => apps::up(home, options, a),
+        Command::Uninstall(a) => apps::uninstall(home, options, a),
+        Command::Status(a) => apps::status(home, options, a),
+    }
+}
+
+/// The clone URL of a catalog app id. An id the catalog does not know is
+/// `None`; an entry that cannot be installed (missing repository, not a
+/// launcher) is an error saying so; an unknown id with close matches is an
+/// error suggesting them.
+pub fn catalog_clone_url(home: &PinokioHome, id: &str) -> Result<Option<String>> {
+    let catalog = pinokio_core::catalog::Catalog::for_home(home)?;
+    match catalog.get(id) {
+        Some(app) => {
+            if let Some(problem) = app.status.problem() {
+                bail!("{id}: {problem}; it cannot be installed");
+            }
+            Ok(Some(app.clone_url.clone()))
+        }
+        None => {
+            let close = catalog.suggest(id);
+            if close.is_empty() {
+                Ok(None)
+            } else {
+                bail!("unknown app {id:?}; did you mean: {}?", close.join(", "))
+            }
+        }
     }
 }
 

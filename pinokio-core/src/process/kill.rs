@@ -228,7 +228,7 @@ pub(crate) fn terminate(trees: &[Tree], grace: Duration) -> KillReport {
         let children = children_map(&procs);
         // The PTY-holder scan reads every process's fd table: do it on the
         // first pass, every tenth pass and when switching to SIGKILL.
-        let fds = iteration % 10 == 0 || hard_since == Some(now);
+        let fds = iteration.is_multiple_of(10) || hard_since == Some(now);
         let per_tree: Vec<BTreeSet<i32>> = trees
             .iter()
             .map(|t| collect(t, &procs, &children, fds))

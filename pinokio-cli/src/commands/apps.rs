@@ -1,0 +1,335 @@
+//! `pinokio install`, `pinokio up`, `pinokio uninstall`: apps by name.
+//!
+//! There is no background engine yet: `up` stays attached while the app
+//! runs and stops it on Ctrl-C (like `run` with a daemon script).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use pinokio_core::apps::{self, Mirror};
+use pinokio_core::events::{EventKind, FnSink};
+use pinokio_core::state::{AppRecord, AppState, RecoveredApp, StateStore};
+use pinokio_core::{Engine, EngineOptions, PinokioHome};
+
+use crate::cli::{InstallArgs, StatusArgs, UninstallArgs, UpArgs};
+
+/// Open `HOME/library.sqlite`, rebuilding it from `HOME/api` when it is
+/// corrupt (and saying so), and reconciling what died while no engine ran.
+pub fn open_store(engine: &Engine) -> Result<StateStore> {
+    let scan = || {
+        apps::installed(engine)
+            .into_iter()
+            .map(|(name, path)| RecoveredApp::new(name, path))
+            .collect()
+    };
+    let (store, report) = StateStore::open_or_rebuild(engine.home().root(), scan)
+        .context("cannot open the state store")?;
+    if report.rebuilt {
+        eprintln!(
+            "warning: the state store was damaged ({}); it was rebuilt{}; recovered apps: {}",
+            report.reason.as_deref().unwrap_or("unknown reason"),
+            report
+                .corrupt_copy
+                .as_ref()
+                .map(|p| format!(" (the old file is kept as {})", p.display()))
+                .unwrap_or_default(),
+            if report.recovered.is_empty() {
+                "none".to_string()
+            } else {
+                report.recovered.join(", ")
+            }
+        );
+    }
+    let _ = store.reconcile(pinokio_core::state::process_alive);
+    Ok(store)
+}
+
+fn engine(home: PinokioHome, options: EngineOptions, verbose: bool) -> Result<Engine> {
+    let sink = FnSink(move |e: &pinokio_core::Event| match &e.kind {
+        EventKind::Output { text, .. } if verbose => {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(text.as_bytes());
+            let _ = out.flush();
+        }
+        EventKind::StepStart { index, method, .. } if verbose => {
+            let name = Path::new(&e.script)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            println!("> {name} [{index}] {method}");
+        }
+        EventKind::Warning { message, .. } => eprintln!("warning: {message}"),
+        EventKind::StepError {
+            index,
+            method,
+            message,
+        } => {
+            eprintln!(
+                "error: {}: step {index} ({}): {message}",
+                e.script,
+                method.as_deref().unwrap_or("?")
+            )
+        }
+        _ => {}
+    });
+    Engine::builder(home)
+        .probe(pinokio_cloud::default_probe())
+        .options(options)
+        .sink(Arc::new(sink))
+        .build()
+        .context("cannot start the engine")
+}
+
+fn is_url(s: &str) -> bool {
+    s.starts_with("http://")
+        || s.starts_with("https://")
+        || s.starts_with("file://")
+        || s.starts_with("git@")
+        || s.starts_with("ssh://")
+}
+
+/// Where an install comes from.
+enum Source {
+    Git(String),
+    Folder(PathBuf),
+}
+
+fn resolve_source(home: &PinokioHome, source: &str) -> Result<Source> {
+    if is_url(source) {
+        return Ok(Source::Git(source.to_string()));
+    }
+    let p = Path::new(source);
+    if p.is_dir() {
+        return Ok(Source::Folder(std::path::absolute(p)?));
+    }
+    if let Some(url) = crate::commands::catalog_clone_url(home, source)? {
+        return Ok(Source::Git(url));
+    }
+    bail!("{source:?} is not a git URL, a launcher folder, or an app id in the catalog")
+}
+
+fn default_name(source: &Source) -> String {
+    match source {
+        Source::Git(url) => apps::name_from_url(url),
+        Source::Folder(p) => p
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "app".into()),
+    }
+}
+
+/// Put the launcher into `HOME/api/<name>` (clone or copy); returns the folder.
+fn fetch(engine: &Engine, source: &Source, name: &str, mirrors: &[Mirror]) -> Result<PathBuf> {
+    match source {
+        Source::Git(url) => Ok(apps::clone(
+            engine,
+            url,
+            name,
+            &apps::mirrors_for(engine, mirrors),
+        )?),
+        Source::Folder(dir) => {
+            if !apps::is_launcher(dir) {
+                bail!(
+                    "{}: not a Pinokio launcher (no pinokio.js, install.js or install.json)",
+                    dir.display()
+                );
+            }
+            let dest = engine.home().api().join(name);
+            if dest.exists() {
+                bail!("app {name:?} is already installed in {}", dest.display());
+            }
+            copy_dir(dir, &dest)
+                .with_context(|| format!("cannot copy {} to {}", dir.display(), dest.display()))?;
+            Ok(dest)
+        }
+    }
+}
+
+fn copy_dir(src: &Path, dst: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dst)?;
+    for e in std::fs::read_dir(src)? {
+        let e = e?;
+        let name = e.file_name();
+        if name == ".git" {
+            continue;
+        }
+        let to = dst.join(&name);
+        let ft = e.file_type()?;
+        if ft.is_dir() {
+            copy_dir(&e.path(), &to)?;
+        } else if ft.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(e.path())?, &to)?;
+        } else {
+            std::fs::copy(e.path(), &to)?;
+        }
+    }
+    Ok(())
+}
+
+pub fn install(home: PinokioHome, options: EngineOptions, a: InstallArgs) -> Result<ExitCode> {
+    let engine = engine(home, options, true)?;
+    let source = resolve_source(engine.home(), &a.source)?;
+    let name = a.name.clone().unwrap_or_else(|| default_name(&source));
+    let store = open_store(&engine)?;
+    let dir = fetch(&engine, &source, &name, &a.git_mirror)?;
+    println!("downloaded {name} into {}", dir.display());
+    let mut rec = AppRecord::new(&name, &dir, AppState::Installing);
+    rec.source_url = match &source {
+        Source::Git(u) => Some(u.clone()),
+        Source::Folder(p) => Some(p.display().to_string()),
+    };
+    store.upsert_app(&rec)?;
+    if a.no_run {
+        store.set_app_state(&name, AppState::Installed, None)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let out = apps::install(&engine, &dir);
+    engine.shutdown();
+    match out {
+        Ok(_) => {
+            store.set_app_state(&name, AppState::Installed, None)?;
+            println!("installed {name}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            store.set_app_state(&name, AppState::Failed, Some(&e.to_string()))?;
+            Err(e.into())
+        }
+    }
+}
+
+pub fn uninstall(home: PinokioHome, options: EngineOptions, a: UninstallArgs) -> Result<ExitCode> {
+    let engine = engine(home, options, false)?;
+    let store = open_store(&engine)?;
+    let dir = apps::uninstall(&engine, &a.app)?;
+    store.remove_app(&a.app)?;
+    println!(
+        "removed {} (shared drive data was not touched)",
+        dir.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Install if needed, then run the menu's default items until it shows a web
+/// UI; print the URL and keep the app running until Ctrl-C.
+pub fn up(home: PinokioHome, options: EngineOptions, a: UpArgs) -> Result<ExitCode> {
+    let engine = engine(home, options, a.verbose)?;
+    let store = open_store(&engine)?;
+    let dir = match apps::app_dir(&engine, &a.app) {
+        Ok(d) if d.starts_with(engine.home().api()) => d,
+        _ => {
+            let source = resolve_source(engine.home(), &a.app)?;
+            let name = a.name.clone().unwrap_or_else(|| default_name(&source));
+            let existing = engine.home().api().join(&name);
+            if existing.is_dir() {
+                existing
+            } else {
+                println!("installing {name}...");
+                let dir = fetch(&engine, &source, &name, &a.git_mirror)?;
+                let mut rec = AppRecord::new(&name, &dir, AppState::Installing);
+                rec.source_url = match &source {
+                    Source::Git(u) => Some(u.clone()),
+                    Source::Folder(p) => Some(p.display().to_string()),
+                };
+                store.upsert_app(&rec)?;
+                dir
+            }
+        }
+    };
+    let id = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if store.get_app(&id)?.is_none() {
+        store.upsert_app(&AppRecord::new(&id, &dir, AppState::Installed))?;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        let engine = engine.clone();
+        let _ = ctrlc::set_handler(move || {
+            if stop.swap(true, Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+            eprintln!("stopping... (press Ctrl-C again to exit at once)");
+            engine.stop_all();
+        });
+    }
+    let (tx, rx) = mpsc::channel();
+    {
+        let engine = engine.clone();
+        let dir = dir.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(apps::up(&engine, &dir, 8));
+        });
+    }
+    let result = loop {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(r) => break r,
+            Err(mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                bail!("the engine thread ended unexpectedly")
+            }
+        }
+    };
+    if stop.load(Ordering::SeqCst) {
+        engine.shutdown();
+        return Ok(ExitCode::from(130));
+    }
+    let up = match result {
+        Ok(up) => up,
+        Err(e) => {
+            engine.shutdown();
+            store.set_app_state(&id, AppState::Failed, Some(&e.to_string()))?;
+            return Err(e.into());
+        }
+    };
+    store.set_app_state(&id, AppState::Running, None)?;
+    println!("{}", up.url);
+    eprintln!("{} is running; press Ctrl-C to stop it", dir.display());
+    while !stop.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    engine.shutdown();
+    store.set_app_state(&id, AppState::Stopped, None)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `pinokio status`: one line per app (state store plus the folders on disk).
+pub fn status(home: PinokioHome, options: EngineOptions, a: StatusArgs) -> Result<ExitCode> {
+    let engine = engine(home, options, false)?;
+    let store = open_store(&engine)?;
+    let mut rows = store.list_apps()?;
+    for (name, path) in apps::installed(&engine) {
+        if !rows.iter().any(|r| r.id == name) {
+            rows.push(AppRecord::new(name, path, AppState::Installed));
+        }
+    }
+    rows.sort_by(|a, b| a.id.cmp(&b.id));
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if rows.is_empty() {
+        println!("no apps installed in {}", engine.home().api().display());
+    }
+    for r in rows {
+        let err = r
+            .last_error
+            .as_deref()
+            .map(|e| format!("  ({})", e.lines().next().unwrap_or("")))
+            .unwrap_or_default();
+        println!(
+            "{:<28} {:<11} {}{err}",
+            r.id,
+            r.state.as_str(),
+            r.path.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
