@@ -55,8 +55,16 @@ pub enum Command {
     Up(UpArgs),
     /// Stop an app and remove its folder (shared drive data is kept).
     Uninstall(UninstallArgs),
-    /// One line per installed app: state and folder.
+    /// One line per installed app: state and folder (and URL, pids, uptime while it runs).
     Status(StatusArgs),
+    /// Start an installed app in the background engine; print its URL and return.
+    Start(StartArgs),
+    /// Stop an app running in the background engine.
+    Stop(StopArgs),
+    /// Run the background engine in the foreground (started on demand by `start`).
+    Engine(EngineArgs),
+    /// Stop every app and the background engine.
+    Shutdown,
 }
 
 /// `--arg KEY=VALUE`, repeatable.
@@ -148,6 +156,28 @@ pub struct UpArgs {
     #[arg(long, short)]
     pub verbose: bool,
 }
+
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// The installed app's name (its folder under HOME/api).
+    #[arg(value_name = "APP")]
+    pub app: String,
+    /// Run this script of the app instead of following its menu (e.g. start.js).
+    #[arg(long)]
+    pub script: Option<String>,
+    #[command(flatten)]
+    pub args: ScriptArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    /// The app's name.
+    #[arg(value_name = "APP")]
+    pub app: String,
+}
+
+#[derive(Debug, Args)]
+pub struct EngineArgs {}
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {

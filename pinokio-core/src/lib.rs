@@ -16,6 +16,7 @@
 
 pub mod apps;
 pub mod catalog;
+pub mod control;
 pub mod engine;
 pub mod envfile;
 pub mod events;

@@ -48,7 +48,7 @@ pub fn open_store(engine: &Engine) -> Result<StateStore> {
     Ok(store)
 }
 
-fn engine(home: PinokioHome, options: EngineOptions, verbose: bool) -> Result<Engine> {
+pub(crate) fn engine(home: PinokioHome, options: EngineOptions, verbose: bool) -> Result<Engine> {
     let sink = FnSink(move |e: &pinokio_core::Event| match &e.kind {
         EventKind::Output { text, .. } if verbose => {
             use std::io::Write;
@@ -318,18 +318,49 @@ pub fn status(home: PinokioHome, options: EngineOptions, a: StatusArgs) -> Resul
     if rows.is_empty() {
         println!("no apps installed in {}", engine.home().api().display());
     }
+    let live = crate::commands::daemon::live_status(engine.home().root()).unwrap_or_default();
     for r in rows {
         let err = r
             .last_error
             .as_deref()
             .map(|e| format!("  ({})", e.lines().next().unwrap_or("")))
             .unwrap_or_default();
-        println!(
-            "{:<28} {:<11} {}{err}",
-            r.id,
-            r.state.as_str(),
-            r.path.display()
-        );
+        match live.iter().find(|l| l["app"] == r.id.as_str()) {
+            Some(l) => {
+                let pids: Vec<String> = l["pids"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|p| p.to_string())
+                    .collect();
+                println!(
+                    "{:<28} {:<11} {}  pids {}  up {}s",
+                    r.id,
+                    "running",
+                    l["url"].as_str().unwrap_or("-"),
+                    if pids.is_empty() {
+                        "-".to_string()
+                    } else {
+                        pids.join(",")
+                    },
+                    l["uptime_s"]
+                );
+            }
+            None => {
+                // a `running` record without a live engine is stale
+                let state = if r.state == AppState::Running {
+                    AppState::Stopped
+                } else {
+                    r.state
+                };
+                println!(
+                    "{:<28} {:<11} {}{err}",
+                    r.id,
+                    state.as_str(),
+                    r.path.display()
+                );
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

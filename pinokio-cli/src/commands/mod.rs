@@ -2,6 +2,7 @@
 
 pub mod apps;
 pub mod catalog;
+pub mod daemon;
 pub mod menu;
 pub mod plan;
 pub mod run;
@@ -34,6 +35,10 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Up(a) => apps::up(home, options, a),
         Command::Uninstall(a) => apps::uninstall(home, options, a),
         Command::Status(a) => apps::status(home, options, a),
+        Command::Start(a) => daemon::start(home, a),
+        Command::Stop(a) => daemon::stop(home, a),
+        Command::Engine(a) => daemon::engine(home, options, a),
+        Command::Shutdown => daemon::shutdown(home),
     }
 }
 
