@@ -55,6 +55,12 @@ pub enum Command {
     Up(UpArgs),
     /// Stop an app and remove its folder (shared drive data is kept).
     Uninstall(UninstallArgs),
+    /// Print an app's shell logs: the last lines of its scripts, merged by time.
+    Logs(LogsArgs),
+    /// Update an app: run its update script, else `git pull --ff-only` in its folder.
+    Update(UpdateArgs),
+    /// Stop an app's scripts and run its reset script.
+    Reset(ResetArgs),
     /// One line per installed app: state and folder (and URL, pids, uptime while it runs).
     Status(StatusArgs),
     /// Start an installed app in the background engine; print its URL and return.
@@ -178,6 +184,37 @@ pub struct StopArgs {
 
 #[derive(Debug, Args)]
 pub struct EngineArgs {}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// The installed app's name (its folder under HOME/api).
+    #[arg(value_name = "APP")]
+    pub app: String,
+    /// Keep printing lines as they are written, until Ctrl-C.
+    #[arg(long, short)]
+    pub follow: bool,
+    /// How many of the last lines to print.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub lines: usize,
+    /// Only this script's log (a path relative to the app, a file name, or a
+    /// name without extension: `install`).
+    #[arg(long, value_name = "S")]
+    pub script: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    /// The installed app's name.
+    #[arg(value_name = "APP")]
+    pub app: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ResetArgs {
+    /// The installed app's name.
+    #[arg(value_name = "APP")]
+    pub app: String,
+}
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {

@@ -384,6 +384,110 @@ pub fn app_locals(engine: &Engine, app: &Path) -> Vec<(String, Value)> {
         .collect()
 }
 
+/// A failure of an app operation that is not an I/O error of its own
+/// (reported as `<app folder>: <message>`).
+fn app_failure(app: &Path, message: String) -> AppError {
+    AppError::Io {
+        path: app.to_path_buf(),
+        source: std::io::Error::other(message),
+    }
+}
+
+/// A script of the launcher root by base name (`update` finds `update.js`,
+/// else `update.json`).
+pub fn launcher_script(app: &Path, base: &str) -> Option<PathBuf> {
+    let root = crate::loader::launcher_root(app);
+    ["js", "json"]
+        .iter()
+        .map(|ext| root.join(format!("{base}.{ext}")))
+        .find(|p| p.is_file())
+}
+
+/// How `update` updated an app.
+#[derive(Debug)]
+pub enum Updated {
+    /// The launcher's `update.js`/`update.json` ran.
+    Script(RunOutcome),
+    /// `git pull --ff-only` ran; the commits before and after.
+    Pulled { from: String, to: String },
+}
+
+fn git_in(app: &Path, args: &[&str]) -> Result<std::process::Output, AppError> {
+    let git = which::which("git").map_err(|_| AppError::NoGit)?;
+    Command::new(git)
+        .args(args)
+        .current_dir(app)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_ASKPASS", "")
+        .env("SSH_ASKPASS", "")
+        .env("GCM_INTERACTIVE", "never")
+        .output()
+        .map_err(|e| AppError::Io {
+            path: app.to_path_buf(),
+            source: e,
+        })
+}
+
+fn git_head(app: &Path) -> Result<String, AppError> {
+    let out = git_in(app, &["rev-parse", "HEAD"])?;
+    if !out.status.success() {
+        return Err(app_failure(
+            app,
+            format!(
+                "cannot read the current commit: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// Update an app: run the launcher's `update.js`/`update.json` when it has
+/// one, else `git pull --ff-only` in the app folder (the git CLI, never
+/// prompting for credentials).
+pub fn update(engine: &Engine, app: &Path) -> Result<Updated, AppError> {
+    if let Some(script) = launcher_script(app, "update") {
+        let req = RunRequest::new(script.display().to_string());
+        return checked(engine.run(req)).map(Updated::Script);
+    }
+    if !app.join(".git").exists() {
+        return Err(app_failure(
+            app,
+            "this launcher has no update script and is not a git checkout".into(),
+        ));
+    }
+    let from = git_head(app)?;
+    let out = git_in(app, &["pull", "--ff-only", "--quiet"])?;
+    if !out.status.success() {
+        let code = out
+            .status
+            .code()
+            .map_or_else(|| "a signal".to_string(), |c| c.to_string());
+        return Err(app_failure(
+            app,
+            format!(
+                "git pull --ff-only failed (exit status {code}): {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        ));
+    }
+    let to = git_head(app)?;
+    Ok(Updated::Pulled { from, to })
+}
+
+/// Reset an app: stop its scripts, then run the launcher's
+/// `reset.js`/`reset.json`.
+pub fn reset(engine: &Engine, app: &Path) -> Result<RunOutcome, AppError> {
+    let script = launcher_script(app, "reset").ok_or_else(|| {
+        app_failure(
+            app,
+            "this launcher has no reset script (reset.js or reset.json)".into(),
+        )
+    })?;
+    crate::control::stop_app(engine, app);
+    checked(engine.run(RunRequest::new(script.display().to_string())))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

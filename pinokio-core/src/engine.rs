@@ -554,6 +554,73 @@ impl Engine {
         start
     }
 
+    /// Check a user-started script's `requires` and `pre` (section 1.8-1.9):
+    /// report warnings and what was installed, fail with the missing list.
+    fn check_requirements(
+        &self,
+        script: &Script,
+        app_root: Option<&Path>,
+        id: &str,
+    ) -> Result<(), String> {
+        if script.body.get("requires").is_none()
+            && script.body.get("pre").is_none()
+            && !script
+                .body
+                .get("env")
+                .map(|e| e.is_array())
+                .unwrap_or(false)
+        {
+            return Ok(());
+        }
+        let mut env = self.env_for(app_root);
+        let bin = self.inner.home.bin();
+        let path = format!(
+            "{}:{}",
+            env.get("PATH").cloned().unwrap_or_default(),
+            bin.display()
+        );
+        env.insert("PATH".into(), path);
+        let find = |name: &str| crate::methods::shell::find_in_path(&env, name);
+        let install_uv = || crate::methods::shell::provide_uv(&bin, &env);
+        let env_file = app_root.map(app_env_file);
+        let check = crate::requires::check(
+            &script.body,
+            &self.inner.facts,
+            &env,
+            env_file.as_deref(),
+            &find,
+            &install_uv,
+        );
+        for w in &check.warnings {
+            self.emit_for(
+                id,
+                0,
+                EventKind::Warning {
+                    index: None,
+                    message: w.clone(),
+                },
+            );
+        }
+        for d in &check.done {
+            self.emit_for(
+                id,
+                0,
+                EventKind::Output {
+                    index: None,
+                    text: format!("{d}\n"),
+                },
+            );
+        }
+        if check.ok() {
+            Ok(())
+        } else {
+            Err(format!(
+                "missing requirements:\n  - {}",
+                check.missing.join("\n  - ")
+            ))
+        }
+    }
+
     /// Is a script (by absolute path) running?
     pub fn is_running(&self, id: &str) -> bool {
         self.inner.memory.is_running(id)
@@ -675,6 +742,11 @@ impl Engine {
             Ok(s) => s,
             Err(e) => return self.failed_to_start(&path, depth, e.to_string()),
         };
+        if depth == 0 {
+            if let Err(message) = self.check_requirements(&script, app_root.as_deref(), &id) {
+                return self.failed_to_start(&path, depth, message);
+            }
+        }
         let Some(stop) = self.inner.memory.start(&id, now_ms(), depth) else {
             return self.failed_to_start(
                 &path,

@@ -14,6 +14,7 @@
 //! assert!(outcome.ok());
 //! ```
 
+pub mod applogs;
 pub mod apps;
 pub mod catalog;
 pub mod control;
@@ -28,6 +29,7 @@ pub mod loader;
 pub mod memory;
 pub mod methods;
 pub mod process;
+pub mod requires;
 pub mod state;
 pub mod template;
 

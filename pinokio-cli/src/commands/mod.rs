@@ -3,6 +3,7 @@
 pub mod apps;
 pub mod catalog;
 pub mod daemon;
+pub mod maintain;
 pub mod menu;
 pub mod plan;
 pub mod run;
@@ -35,6 +36,9 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Up(a) => apps::up(home, options, a),
         Command::Uninstall(a) => apps::uninstall(home, options, a),
         Command::Status(a) => apps::status(home, options, a),
+        Command::Logs(a) => maintain::logs(home, a),
+        Command::Update(a) => maintain::update(home, options, a),
+        Command::Reset(a) => maintain::reset(home, options, a),
         Command::Start(a) => daemon::start(home, a),
         Command::Stop(a) => daemon::stop(home, a),
         Command::Engine(a) => daemon::engine(home, options, a),

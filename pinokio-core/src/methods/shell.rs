@@ -571,7 +571,8 @@ pub fn shell_env(
     env
 }
 
-fn find_in_path(env: &BTreeMap<String, String>, name: &str) -> Option<PathBuf> {
+/// A command on the `PATH` of `env`.
+pub fn find_in_path(env: &BTreeMap<String, String>, name: &str) -> Option<PathBuf> {
     let path = env.get("PATH")?;
     which::which_in(name, Some(path), "/").ok()
 }
@@ -582,10 +583,22 @@ pub fn ensure_uv(
     cx: &MethodCx<'_>,
     env: &BTreeMap<String, String>,
 ) -> Result<PathBuf, MethodError> {
+    let bin = cx.engine.home().bin();
+    if find_in_path(env, "uv").is_none() && !bin.join("uv").exists() {
+        cx.output(format!(
+            "uv not found: installing it from PyPI into {}\n",
+            bin.display()
+        ));
+    }
+    provide_uv(&bin, env).map_err(MethodError::Failed)
+}
+
+/// `uv` from PATH, else `<bin>/uv`, else installed there from PyPI with
+/// the first `python3` on PATH (`pip install --target`, then a symlink).
+pub fn provide_uv(bin: &Path, env: &BTreeMap<String, String>) -> Result<PathBuf, String> {
     if let Some(p) = find_in_path(env, "uv") {
         return Ok(p);
     }
-    let bin = cx.engine.home().bin();
     let target = bin.join("uv-pypi");
     let link = bin.join("uv");
     if link.exists() {
@@ -593,11 +606,8 @@ pub fn ensure_uv(
     }
     let python = find_in_path(env, "python3")
         .or_else(|| find_in_path(env, "python"))
-        .ok_or_else(|| MethodError::Failed("uv is missing and no python3 was found to install it from PyPI; install uv (pip install uv)".into()))?;
-    cx.output(format!(
-        "uv not found: installing it from PyPI into {}\n",
-        bin.display()
-    ));
+        .ok_or_else(|| "uv is missing and no python3 was found to install it from PyPI; install uv (pip install uv)".to_string())?;
+    std::fs::create_dir_all(bin).map_err(|e| format!("{}: {e}", bin.display()))?;
     let out = std::process::Command::new(&python)
         .args([
             "-m",
@@ -611,24 +621,25 @@ pub fn ensure_uv(
         .arg("uv")
         .env_remove("PIP_REQUIRE_VIRTUALENV")
         .output()
-        .map_err(|e| MethodError::Failed(format!("cannot run {} -m pip: {e}", python.display())))?;
+        .map_err(|e| format!("cannot run {} -m pip: {e}", python.display()))?;
     if !out.status.success() {
-        return Err(MethodError::Failed(format!(
+        return Err(format!(
             "installing uv from PyPI failed: {}",
             String::from_utf8_lossy(&out.stderr)
                 .lines()
                 .last()
                 .unwrap_or("")
-        )));
+        ));
     }
     let installed = target.join("bin").join("uv");
     if !installed.exists() {
-        return Err(MethodError::Failed(format!(
+        return Err(format!(
             "pip installed uv but {} is missing",
             installed.display()
-        )));
+        ));
     }
-    std::os::unix::fs::symlink(&installed, &link).map_err(|e| MethodError::io(&link, e))?;
+    std::os::unix::fs::symlink(&installed, &link)
+        .map_err(|e| format!("{}: {e}", link.display()))?;
     Ok(link)
 }
 
