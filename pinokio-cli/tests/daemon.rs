@@ -138,6 +138,10 @@ fn start_returns_with_a_url_status_stop_and_engine_kill() {
     cmd(&home).arg("status").assert().success().stdout(
         predicate::str::is_match(r"demo\s+running\s+http://127\.0\.0\.1:\d+\s+pids \d+").unwrap(),
     );
+    // the menu is evaluated against the live engine's state
+    cmd(&home).args(["menu", "demo"]).assert().success().stdout(
+        predicate::str::contains("Open Web UI").and(predicate::str::contains(web.as_str())),
+    );
 
     // stop: the server is gone, no orphan
     cmd(&home)

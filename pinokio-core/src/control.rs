@@ -12,6 +12,7 @@
 //! | `{"op":"start","app":"NAME","script":null,"args":null}` | once the web UI is up (or the script ended): `{"ok":true,"url":"...","ran":[...]}` |
 //! | `{"op":"stop","app":"NAME"}` | `{"ok":true,"stopped":["script", ...]}` |
 //! | `{"op":"status"}` | `{"ok":true,"apps":[{"app","scripts","url","pids","uptime_s"}]}` |
+//! | `{"op":"menu","app":"NAME"}` | `{"ok":true,"menu":{...}}` (evaluated against the live state) |
 //! | `{"op":"shutdown"}` | `{"ok":true}`, then every app is stopped and the engine exits |
 //!
 //! Errors are `{"ok":false,"error":"..."}`. The socket file is created with
@@ -291,6 +292,12 @@ fn dispatch(
                 }));
             }
             Ok(json!({"apps": apps_out, "pid": std::process::id()}))
+        }
+        "menu" => {
+            let name = app_name()?;
+            let dir = apps::app_dir(engine, name).map_err(|e| e.to_string())?;
+            let menu = engine.menu(&dir).map_err(|e| e.to_string())?;
+            Ok(json!({ "menu": menu }))
         }
         "shutdown" => {
             stop.store(true, Ordering::SeqCst);

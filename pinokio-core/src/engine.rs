@@ -125,9 +125,15 @@ pub struct EngineBuilder {
     options: EngineOptions,
     env: Option<BTreeMap<String, String>>,
     registry: Option<Registry>,
+    state: Option<Arc<crate::state::StateStore>>,
 }
 
 impl EngineBuilder {
+    /// Record runs and shells in this state store.
+    pub fn state(mut self, s: Arc<crate::state::StateStore>) -> Self {
+        self.state = Some(s);
+        self
+    }
     /// Use fixed facts instead of probing.
     pub fn facts(mut self, f: Facts) -> Self {
         self.facts = Some(f);
@@ -168,11 +174,13 @@ impl EngineBuilder {
             self.home.logs().join("shell.log"),
             Arc::new(ShellOutput {
                 sink: self.sink.clone(),
+                state: self.state.clone(),
             }),
         );
         Ok(Engine {
             inner: Arc::new(Inner {
                 processes,
+                state: self.state,
                 home: self.home,
                 facts,
                 registry: self.registry.unwrap_or_else(Registry::standard),
@@ -190,6 +198,7 @@ impl EngineBuilder {
 
 struct Inner {
     processes: ProcessManager,
+    state: Option<Arc<crate::state::StateStore>>,
     home: PinokioHome,
     facts: Facts,
     registry: Registry,
@@ -294,6 +303,8 @@ pub struct RunContext {
     pub kind: ScriptKind,
     /// `HOME/api/<app>` when the script lives in an app.
     pub app_root: Option<PathBuf>,
+    /// The run's row in the state store, when there is one.
+    pub run_id: Option<i64>,
 }
 
 static STICKY_TOKENS: AtomicU64 = AtomicU64::new(1);
@@ -310,6 +321,7 @@ fn new_token() -> u64 {
 /// Forwards shell output to the event sink, attributed to the script and step.
 struct ShellOutput {
     sink: Arc<dyn EventSink>,
+    state: Option<Arc<crate::state::StateStore>>,
 }
 
 impl OutputSink for ShellOutput {
@@ -324,13 +336,10 @@ impl OutputSink for ShellOutput {
             },
         });
     }
-    fn exited(
-        &self,
-        _rec: &ProcessRecord,
-        _step: Option<usize>,
-        _depth: usize,
-        _code: Option<i32>,
-    ) {
+    fn exited(&self, rec: &ProcessRecord, _step: Option<usize>, _depth: usize, code: Option<i32>) {
+        if let Some(s) = &self.state {
+            let _ = s.process_exited(&rec.shell_id, code);
+        }
     }
 }
 
@@ -398,6 +407,7 @@ impl Engine {
             options: EngineOptions::default(),
             env: None,
             registry: None,
+            state: None,
         }
     }
 
@@ -419,6 +429,18 @@ impl Engine {
     pub fn options(&self) -> &EngineOptions {
         &self.inner.options
     }
+    /// The state store runs and shells are recorded in, if any.
+    pub fn state(&self) -> Option<&Arc<crate::state::StateStore>> {
+        self.inner.state.as_ref()
+    }
+
+    /// The app id (folder name under `HOME/api`) of a script's app.
+    pub fn app_id_of(&self, app_root: Option<&Path>) -> Option<String> {
+        app_root
+            .and_then(|a| a.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+    }
+
     /// The process manager that owns every shell.
     pub fn processes(&self) -> &ProcessManager {
         &self.inner.processes
@@ -754,7 +776,16 @@ impl Engine {
                 format!("{} is already running; stop it first", path.display()),
             );
         };
+        let run_id = self.inner.state.as_ref().and_then(|s| {
+            s.start_run(
+                self.app_id_of(app_root.as_deref()).as_deref(),
+                &id,
+                args.as_ref(),
+            )
+            .ok()
+        });
         let run = RunContext {
+            run_id,
             id: id.clone(),
             path: path.clone(),
             cwd,
@@ -781,6 +812,10 @@ impl Engine {
             token: new_token(),
         };
         let outcome = self.step_loop(js, &run, &script, &mut tracker);
+        if let (Some(st), Some(rid)) = (&self.inner.state, run.run_id) {
+            let reason = outcome.error.as_ref().map(|e| e.to_string());
+            let _ = st.end_run(rid, outcome.status.into(), reason.as_deref());
+        }
         self.emit(
             &run,
             EventKind::RunEnd {
@@ -1439,7 +1474,7 @@ pub struct Plan {
 }
 
 /// A launcher's menu, evaluated now.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Menu {
     pub title: String,
     pub description: Option<String>,
@@ -1451,7 +1486,7 @@ pub struct Menu {
 }
 
 /// One menu item.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct MenuItem {
     /// The label as plain text.
     pub text: String,

@@ -240,3 +240,42 @@ fn bad_input_is_reported_and_nothing_is_half_registered() {
         Err(AppError::NotInstalled(..))
     ));
 }
+
+#[test]
+fn runs_and_shells_are_recorded_in_the_state_store() {
+    let t = tempfile::tempdir().unwrap();
+    let home = t.path().join("home");
+    PinokioHome::new(&home).ensure().unwrap();
+    let store = Arc::new(pinokio_core::state::StateStore::open(&home).unwrap());
+    let e = Engine::builder(PinokioHome::new(&home))
+        .facts(Facts::cpu_only())
+        .state(store.clone())
+        .sink(Arc::new(NullSink))
+        .build()
+        .unwrap();
+    let app = e.home().api().join("rec");
+    std::fs::create_dir_all(&app).unwrap();
+    std::fs::write(
+        app.join("s.json"),
+        r#"{"run":[{"method":"shell.run","params":{"message":"echo hi; exit 2"}},{"method":"no.such"}]}"#,
+    )
+    .unwrap();
+    let out = e.run(pinokio_core::RunRequest::new("~/api/rec/s.json"));
+    assert!(!out.ok());
+    let runs = store.runs_of("rec", 10).unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].status, pinokio_core::state::RunStatus::Error);
+    assert!(
+        runs[0]
+            .exit_reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("no.such"),
+        "{:?}",
+        runs[0]
+    );
+    let procs = store.processes_of("rec").unwrap();
+    assert_eq!(procs.len(), 1);
+    assert_eq!(procs[0].exit_code, Some(2));
+    assert_ne!(procs[0].state, pinokio_core::state::ProcState::Running);
+}

@@ -77,12 +77,16 @@ pub(crate) fn engine(home: PinokioHome, options: EngineOptions, verbose: bool) -
         }
         _ => {}
     });
-    Engine::builder(home)
+    let mut b = Engine::builder(home.clone())
         .probe(pinokio_cloud::default_probe())
         .options(options)
-        .sink(Arc::new(sink))
-        .build()
-        .context("cannot start the engine")
+        .sink(Arc::new(sink));
+    if home.ensure().is_ok() {
+        if let Ok(store) = StateStore::open(home.root()) {
+            b = b.state(Arc::new(store));
+        }
+    }
+    b.build().context("cannot start the engine")
 }
 
 fn is_url(s: &str) -> bool {

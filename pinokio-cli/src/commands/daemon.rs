@@ -18,11 +18,14 @@ use crate::cli::{EngineArgs, StartArgs, StopArgs};
 /// `pinokio engine`: run the background engine in the foreground until
 /// Ctrl-C or a `shutdown` request.
 pub fn engine(home: PinokioHome, options: EngineOptions, _a: EngineArgs) -> Result<ExitCode> {
-    let engine = Engine::builder(home)
+    home.ensure()?;
+    let mut b = Engine::builder(home.clone())
         .probe(pinokio_cloud::default_probe())
-        .options(options)
-        .build()
-        .context("cannot start the engine")?;
+        .options(options);
+    if let Ok(store) = pinokio_core::state::StateStore::open(home.root()) {
+        b = b.state(Arc::new(store));
+    }
+    let engine = b.build().context("cannot start the engine")?;
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();

@@ -32,7 +32,26 @@ pub fn menu(home: PinokioHome, options: EngineOptions, a: MenuArgs) -> Result<Ex
         .options(options)
         .build()
         .context("cannot start the engine")?;
-    let menu = engine.menu(&dir).map_err(|e| naming(e, &dir))?;
+    // while the background engine runs, the menu must see its live state
+    let live = if dir.starts_with(engine.home().api()) {
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        pinokio_core::control::Client::connect(engine.home().root())
+            .ok()
+            .and_then(|c| {
+                c.request(&serde_json::json!({"op": "menu", "app": name}))
+                    .ok()
+            })
+            .and_then(|r| serde_json::from_value(r["menu"].clone()).ok())
+    } else {
+        None
+    };
+    let menu = match live {
+        Some(m) => m,
+        None => engine.menu(&dir).map_err(|e| naming(e, &dir))?,
+    };
     for w in &menu.warnings {
         eprintln!("warning: {w}");
     }

@@ -987,9 +987,18 @@ fn run_one(
         .processes()
         .spawn(spec)
         .map_err(|e| MethodError::Failed(e.to_string()))?;
+    record_shell(cx, shell_id);
     let mut watch = Watch::new(handlers, &echo, live_errors, false);
     let ending = wait(cx, &handle.events, &mut watch, shell_id)?;
     finish_shell(cx, shell_id, watch, ending)
+}
+
+/// Record a new shell in the state store (so a restarted engine finds it).
+fn record_shell(cx: &MethodCx<'_>, shell_id: &str) {
+    if let (Some(st), Some(rec)) = (cx.engine.state(), cx.engine.processes().get(shell_id)) {
+        let app = cx.engine.app_id_of(cx.run.app_root.as_deref());
+        let _ = st.record_process(&rec, app.as_deref(), cx.run.run_id);
+    }
 }
 
 fn wait(
@@ -1194,6 +1203,7 @@ fn start(cx: &mut MethodCx<'_>, p: Value) -> Result<Option<Value>, MethodError> 
         .processes()
         .spawn(spec)
         .map_err(|e| MethodError::Failed(e.to_string()))?;
+    record_shell(cx, &id);
     let mut first = launch.prefix.clone();
     first.extend(list);
     if !first.is_empty() {
