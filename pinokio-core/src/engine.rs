@@ -190,7 +190,7 @@ impl EngineBuilder {
                 options: self.options,
                 base_env: env,
                 queues: Mutex::new(HashMap::new()),
-                next_port: AtomicU64::new(0),
+                next_port: AtomicU64::new((std::process::id() as u64 * 7) % 500),
             }),
         })
     }
@@ -565,8 +565,11 @@ impl Engine {
 
     /// A TCP port that is free now, at or above `port_start`.
     pub fn free_port(&self) -> u16 {
+        // Each call moves on by one, and engines of different processes
+        // start at different offsets, so two apps starting at the same
+        // moment are not handed the same "free" port.
         let start = self.inner.options.port_start;
-        let offset = self.inner.next_port.load(Ordering::Relaxed) as u16;
+        let offset = (self.inner.next_port.fetch_add(1, Ordering::Relaxed) % 2000) as u16;
         for i in 0..2000u16 {
             let p = start.saturating_add((offset + i) % 2000);
             if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {

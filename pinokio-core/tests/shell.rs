@@ -584,3 +584,78 @@ fn which_dir(name: &str) -> String {
         .unwrap();
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
+
+#[test]
+fn conda_env_is_created_and_activated_with_a_conda_found_on_path() {
+    // a stand-in conda that behaves like the real one for what shell.run uses:
+    // `shell.bash hook` defines a shell function, `create -p` makes an env,
+    // `activate` sets CONDA_PREFIX/CONDA_DEFAULT_ENV and puts the env first on PATH
+    let t = tempfile::tempdir().unwrap();
+    let tools = t.path().join("tools");
+    std::fs::create_dir_all(&tools).unwrap();
+    let conda = tools.join("conda");
+    std::fs::write(
+        &conda,
+        r#"#!/bin/bash
+case "$1" in
+  shell.bash)
+    cat <<'EOS'
+conda() {
+  case "$1" in
+    activate) export CONDA_PREFIX="$2"; export CONDA_DEFAULT_ENV="$2"; export PATH="$2/bin:$PATH" ;;
+    *) command conda "$@" ;;
+  esac
+}
+EOS
+    ;;
+  create)
+    while [ $# -gt 0 ]; do [ "$1" = "-p" ] && p="$2"; shift; done
+    mkdir -p "$p/bin" && printf '#!/bin/sh\necho fake-python "$@"\n' > "$p/bin/python" && chmod +x "$p/bin/python"
+    echo "created $p"
+    ;;
+esac
+"#,
+    )
+    .unwrap();
+    std::fs::set_permissions(&conda, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut env = env();
+    let path = env.get("PATH").cloned().unwrap_or_default();
+    env.insert("PATH".into(), format!("{}:{path}", tools.display()));
+    let sink = CollectSink::new();
+    let e = Engine::builder(PinokioHome::new(t.path().join("home")))
+        .facts(Facts::cpu_only())
+        .env(env)
+        .sink(Arc::new(sink.clone()))
+        .build()
+        .unwrap();
+    let uri = script(
+        &e,
+        "c/s.json",
+        json!({"run": [
+            {"method": "shell.run", "params": {"conda": {"path": "cenv", "python": "3.11"}, "message": "echo \"prefix=$CONDA_PREFIX\"; python --version"}},
+            {"method": "shell.run", "params": {"conda": "cenv", "message": "echo \"again=$CONDA_DEFAULT_ENV\""}}
+        ]}),
+    );
+    let out = e.run(RunRequest::new(&uri));
+    assert!(out.ok(), "{:?}\n{}", out.error, output(&sink));
+    let cenv = e.home().api().join("c/cenv");
+    let text = output(&sink);
+    assert!(
+        text.contains(&format!("created {}", cenv.display())),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("prefix={}", cenv.display())),
+        "{text}"
+    );
+    assert!(text.contains("fake-python --version"), "{text}");
+    assert!(
+        text.contains(&format!("again={}", cenv.display())),
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("created ").count(),
+        1,
+        "the env was created twice: {text}"
+    );
+}

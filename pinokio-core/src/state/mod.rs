@@ -670,9 +670,24 @@ impl StateStore {
             .map_err(sql_err(path, "set the busy timeout"))?;
         // Reading the journal mode is the first read of the file: a file that
         // is not a database fails here.
-        let _mode: String = conn
-            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-            .map_err(sql_err(path, "switch to WAL journal mode"))?;
+        // Switching to WAL needs an exclusive lock, and SQLite reports
+        // SQLITE_BUSY for it without calling the busy handler while another
+        // process is creating the same file: retry within the busy timeout.
+        let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+        let _mode: String = loop {
+            match conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0)) {
+                Ok(m) => break m,
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if matches!(
+                        e.code,
+                        rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                    ) && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => return Err(sql_err(path, "switch to WAL journal mode")(e)),
+            }
+        };
         conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;")
             .map_err(sql_err(path, "set connection options"))?;
         migrate(&mut conn, path)?;
