@@ -2,65 +2,15 @@
 //! app keeps running; `status`, `stop`, `shutdown` talk to the engine; an
 //! engine killed with SIGKILL leaves a consistent state behind.
 
+mod common;
+
+use common::{cmd, launcher_repo};
+
 use std::path::Path;
 use std::process::Command as Std;
 use std::time::{Duration, Instant};
 
-use assert_cmd::Command;
 use predicates::prelude::*;
-
-const BIN: &str = env!("CARGO_BIN_EXE_pinokio");
-
-fn git(dir: &Path, args: &[&str]) {
-    let out = Std::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@t")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@t")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn launcher_repo(root: &Path) -> String {
-    let work = root.join("work");
-    std::fs::create_dir_all(&work).unwrap();
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/launchers/webdemo");
-    for e in std::fs::read_dir(src).unwrap().flatten() {
-        std::fs::copy(e.path(), work.join(e.file_name())).unwrap();
-    }
-    git(&work, &["init", "-q", "-b", "main"]);
-    git(&work, &["add", "-A"]);
-    git(&work, &["commit", "-q", "-m", "x"]);
-    let bare = root.join("webdemo.git");
-    git(
-        root,
-        &[
-            "clone",
-            "-q",
-            "--bare",
-            work.to_str().unwrap(),
-            bare.to_str().unwrap(),
-        ],
-    );
-    format!("file://{}", bare.display())
-}
-
-fn cmd(home: &Path) -> Command {
-    let mut c = Command::new(BIN);
-    c.env_remove("PINOKIO_HOME")
-        .env_remove("PYTHONUNBUFFERED")
-        .arg("--home")
-        .arg(home)
-        .timeout(Duration::from_secs(120));
-    c
-}
 
 fn http_ok(url: &str) -> bool {
     use std::io::{Read, Write};

@@ -1,6 +1,10 @@
 //! `pinokio logs`, `update`, `reset` end to end on launchers served from
 //! local bare git repositories (file://).
 
+mod common;
+
+use common::{cmd, git, launcher_repo_with as launcher_repo, BIN};
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command as Std, Stdio};
@@ -10,72 +14,12 @@ use std::time::{Duration, Instant};
 use assert_cmd::Command;
 use predicates::prelude::*;
 
-const BIN: &str = env!("CARGO_BIN_EXE_pinokio");
-
-fn git(dir: &Path, args: &[&str]) {
-    let out = Std::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@t")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@t")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A launcher repository: a work tree (to commit more later) pushed to a
-/// bare repository. Returns (clone URL, work tree).
-fn launcher_repo(root: &Path, fixture: &str, skip: &[&str]) -> (String, PathBuf) {
-    let work = root.join(format!("{fixture}-work"));
-    std::fs::create_dir_all(&work).unwrap();
-    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/launchers")
-        .join(fixture);
-    for e in std::fs::read_dir(src).unwrap().flatten() {
-        if skip.iter().any(|s| e.file_name() == *s) {
-            continue;
-        }
-        std::fs::copy(e.path(), work.join(e.file_name())).unwrap();
-    }
-    git(&work, &["init", "-q", "-b", "main"]);
-    git(&work, &["add", "-A"]);
-    git(&work, &["commit", "-q", "-m", "x"]);
-    let bare = root.join(format!("{fixture}.git"));
-    git(
-        root,
-        &[
-            "clone",
-            "-q",
-            "--bare",
-            work.to_str().unwrap(),
-            bare.to_str().unwrap(),
-        ],
-    );
-    git(&work, &["remote", "add", "origin", bare.to_str().unwrap()]);
-    (format!("file://{}", bare.display()), work)
-}
-
 /// Commit a new file in the work tree and push it to the bare repository.
 fn push_file(work: &Path, name: &str, text: &str) {
     std::fs::write(work.join(name), text).unwrap();
     git(work, &["add", "-A"]);
     git(work, &["commit", "-q", "-m", "more"]);
     git(work, &["push", "-q", "origin", "main"]);
-}
-
-fn cmd(home: &Path) -> Command {
-    let mut c = Command::new(BIN);
-    c.env_remove("PINOKIO_HOME")
-        .arg("--home")
-        .arg(home)
-        .timeout(Duration::from_secs(120));
-    c
 }
 
 fn install(home: &Path, url: &str, name: &str) {
