@@ -148,3 +148,47 @@ fn start_returns_with_a_url_status_stop_and_engine_kill() {
     }
     assert!(!http_ok(&web3), "shutdown left the app running");
 }
+
+#[test]
+fn two_apps_run_at_once_in_the_background_engine() {
+    let t = tempfile::tempdir().unwrap();
+    let url = launcher_repo(t.path());
+    let home = t.path().join("home");
+    for name in ["one", "two"] {
+        cmd(&home)
+            .args(["install", &url, "--name", name])
+            .assert()
+            .success();
+    }
+    let start = |name: &str| {
+        let out = cmd(&home).args(["start", name]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let (a, b) = (start("one"), start("two"));
+    assert_ne!(a, b, "both apps got the same port");
+    assert!(http_ok(&a) && http_ok(&b));
+    let status =
+        String::from_utf8_lossy(&cmd(&home).arg("status").output().unwrap().stdout).to_string();
+    assert!(
+        status.contains(&format!("one                          running     {a}")),
+        "{status}"
+    );
+    assert!(
+        status.contains(&format!("two                          running     {b}")),
+        "{status}"
+    );
+    cmd(&home).args(["stop", "one"]).assert().success();
+    assert!(!http_ok(&a));
+    assert!(http_ok(&b), "stopping one app stopped the other");
+    cmd(&home).arg("shutdown").assert().success();
+    let t0 = Instant::now();
+    while http_ok(&b) && t0.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!http_ok(&b));
+}
