@@ -1,16 +1,15 @@
 //! End-to-end tests of `pinokio search`, `pinokio info` and
 //! `pinokio catalog update`. Every test uses its own temporary `--home`.
 
+mod common;
+
+use common::Env;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use assert_cmd::Command;
 use predicates::prelude::*;
 use serde_json::Value;
-
-const BIN: &str = env!("CARGO_BIN_EXE_pinokio");
 
 /// A small upstream-format list (the cleaned app list's shape).
 const UPSTREAM: &str = r#"{
@@ -24,46 +23,14 @@ const UPSTREAM: &str = r#"{
     "tags": ["SVG"], "author": "6Morpheus6", "installer_type": "js"}
 }"#;
 
-struct Env {
-    dir: tempfile::TempDir,
-}
-
-impl Env {
-    fn new() -> Self {
-        Env {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-    fn home(&self) -> PathBuf {
-        self.path().join("home")
-    }
-    fn write(&self, rel: &str, text: &str) {
-        let p = self.path().join(rel);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, text).unwrap();
-    }
-    fn cmd(&self) -> Command {
-        let mut c = Command::new(BIN);
-        c.current_dir(self.path())
-            .env_remove("PINOKIO_HOME")
-            .env_remove("PINOKIO_LOAD_LIMIT_MS")
-            .arg("--home")
-            .arg(self.home())
-            .timeout(Duration::from_secs(60));
-        c
-    }
-    fn json(&self, args: &[&str]) -> Value {
-        let out = self.cmd().args(args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
-    }
+fn env_json(e: &Env, args: &[&str]) -> Value {
+    let out = e.cmd().args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 fn ids(v: &Value) -> Vec<String> {
@@ -108,10 +75,13 @@ fn search_without_text_lists_the_whole_catalog() {
 #[test]
 fn search_ranks_and_filters() {
     let env = Env::new();
-    let v = env.json(&["search", "comfyui", "--json"]);
+    let v = env_json(&env, &["search", "comfyui", "--json"]);
     assert_eq!(ids(&v)[0], "comfyui");
     // filters ignore case; every hit is an AUDIO app tagged TTS
-    let v = env.json(&["search", "--category", "audio", "--tag", "tts", "--json"]);
+    let v = env_json(
+        &env,
+        &["search", "--category", "audio", "--tag", "tts", "--json"],
+    );
     let hits = v.as_array().unwrap();
     assert!(hits.len() > 5);
     for a in hits {
@@ -124,10 +94,10 @@ fn search_ranks_and_filters() {
         assert!(a["status"].is_string() && a["summary"].is_string());
     }
     // several words: all must match somewhere
-    let v = env.json(&["search", "flux", "webui", "--json"]);
+    let v = env_json(&env, &["search", "flux", "webui", "--json"]);
     assert!(ids(&v).contains(&"flux-webui".to_string()));
     // nothing: an empty list, exit 0
-    let v = env.json(&["search", "no-such-app-anywhere", "--json"]);
+    let v = env_json(&env, &["search", "no-such-app-anywhere", "--json"]);
     assert_eq!(v, Value::Array(vec![]));
     env.cmd()
         .args(["search", "no-such-app-anywhere"])
@@ -154,7 +124,7 @@ fn info_shows_catalog_facts() {
                 .and(predicate::str::contains("installed    no"))
                 .and(predicate::str::contains("launcher:").not()),
         );
-    let v = env.json(&["info", "kittentts", "--json"]);
+    let v = env_json(&env, &["info", "kittentts", "--json"]);
     assert_eq!(v["status"], "not_a_launcher");
     assert_eq!(v["installed"], false);
     assert_eq!(v["launcher"], Value::Null);
@@ -192,7 +162,7 @@ fn info_of_an_installed_app_shows_its_launcher() {
                 .and(predicate::str::contains("[default]"))
                 .and(predicate::str::contains("Docs -> https://example.com/docs")),
         );
-    let v = env.json(&["info", "comfyui", "--json"]);
+    let v = env_json(&env, &["info", "comfyui", "--json"]);
     assert_eq!(v["installed"], true);
     assert_eq!(v["launcher"]["title"], "My Comfy");
     assert_eq!(v["launcher"]["description"], "launcher text");
@@ -237,10 +207,10 @@ fn catalog_update_from_a_file_replaces_the_catalog() {
     let stored = std::fs::read_to_string(env.home().join("catalog.json")).unwrap();
     assert!(stored.contains("pinokio-catalog/1"));
     assert!(!stored.contains("must not be copied"));
-    let v = env.json(&["search", "--json"]);
+    let v = env_json(&env, &["search", "--json"]);
     assert_eq!(ids(&v), vec!["omnisvg", "tts-one"]);
     assert_eq!(v[0]["status"], "missing");
-    let v = env.json(&["info", "tts-one", "--json"]);
+    let v = env_json(&env, &["info", "tts-one", "--json"]);
     assert_eq!(v["tags"], serde_json::json!(["TTS"]));
     assert_eq!(v["summary"], "Audio app by alice (TTS)");
     env.cmd()
@@ -265,7 +235,7 @@ fn catalog_update_from_a_file_replaces_the_catalog() {
         .assert()
         .code(1)
         .stderr(predicate::str::contains("absent.json"));
-    assert_eq!(ids(&env.json(&["search", "--json"])).len(), 2);
+    assert_eq!(ids(&env_json(&env, &["search", "--json"])).len(), 2);
 }
 
 #[test]
@@ -302,7 +272,7 @@ fn catalog_update_from_a_url() {
         .unwrap()
         .starts_with("GET /cleaned_pinokio_apps.json "));
     assert_eq!(
-        ids(&env.json(&["search", "--json"])),
+        ids(&env_json(&env, &["search", "--json"])),
         vec!["omnisvg", "tts-one"]
     );
 
@@ -312,5 +282,5 @@ fn catalog_update_from_a_url() {
         .assert()
         .code(1)
         .stderr(predicate::str::contains(url.as_str()));
-    assert_eq!(ids(&env.json(&["search", "--json"])).len(), 2);
+    assert_eq!(ids(&env_json(&env, &["search", "--json"])).len(), 2);
 }

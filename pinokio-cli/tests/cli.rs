@@ -2,65 +2,19 @@
 //! temporary `--home` and runs in a temporary folder, so script paths on the
 //! command line are relative (as a user types them).
 
+mod common;
+
+use common::{Env, BIN};
+
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use assert_cmd::Command;
 use predicates::prelude::*;
 use serde_json::Value;
-
-const BIN: &str = env!("CARGO_BIN_EXE_pinokio");
-
-struct Env {
-    dir: tempfile::TempDir,
-}
-
-impl Env {
-    fn new() -> Self {
-        Env {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-    fn home(&self) -> std::path::PathBuf {
-        self.path().join("home")
-    }
-    fn write(&self, rel: &str, text: &str) {
-        let p = self.path().join(rel);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, text).unwrap();
-    }
-    /// `pinokio --home <tmp>/home ...`, run in the temp folder.
-    fn cmd(&self) -> Command {
-        let mut c = Command::new(BIN);
-        c.current_dir(self.path())
-            .env_remove("PINOKIO_HOME")
-            .env_remove("PINOKIO_LOAD_LIMIT_MS")
-            .arg("--home")
-            .arg(self.home())
-            .timeout(Duration::from_secs(60));
-        c
-    }
-    /// The same, as a std child process with piped output.
-    fn spawn(&self, args: &[&str]) -> Child {
-        std::process::Command::new(BIN)
-            .current_dir(self.path())
-            .env_remove("PINOKIO_HOME")
-            .arg("--home")
-            .arg(self.home())
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    }
-}
 
 fn stdout_of(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use pinokio_core::catalog::{AppStatus, Catalog, CatalogApp, CatalogOrigin};
-use pinokio_core::engine::{Menu, MenuItem};
+use pinokio_core::engine::Menu;
 use pinokio_core::{Engine, EngineOptions, PinokioHome};
 use serde_json::{json, Value};
 
@@ -250,7 +250,7 @@ pub fn info(home: PinokioHome, options: EngineOptions, a: InfoArgs) -> Result<Ex
                 lines.push("    (no menu items)".into());
             }
             for it in &m.items {
-                menu_lines(it, 2, &mut lines);
+                super::menu::item_lines(it, 2, &mut lines);
             }
             for w in &m.warnings {
                 eprintln!("warning: {w}");
@@ -263,34 +263,6 @@ pub fn info(home: PinokioHome, options: EngineOptions, a: InfoArgs) -> Result<Ex
         let _ = writeln!(out, "{l}");
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// One menu item (and its sub-items, indented) as short lines.
-fn menu_lines(it: &MenuItem, depth: usize, out: &mut Vec<String>) {
-    let mut line = format!(
-        "{}{}",
-        "  ".repeat(depth),
-        if it.text.is_empty() {
-            "(no label)"
-        } else {
-            &it.text
-        }
-    );
-    if let Some(s) = &it.script {
-        line.push_str(&format!(" -> {}", s.display()));
-    } else if let Some(u) = it.url.as_ref().or(it.href.as_ref()) {
-        line.push_str(&format!(" -> {u}"));
-    }
-    if it.default {
-        line.push_str(" [default]");
-    }
-    if it.running {
-        line.push_str(" [running]");
-    }
-    out.push(line);
-    for sub in &it.menu {
-        menu_lines(sub, depth + 1, out);
-    }
 }
 
 pub fn catalog(home: PinokioHome, a: CatalogArgs) -> Result<ExitCode> {

@@ -83,7 +83,7 @@ pub fn menu(home: PinokioHome, options: EngineOptions, a: MenuArgs) -> Result<Ex
 }
 
 /// One item (and its sub-items, indented) as readable lines.
-fn item_lines(it: &MenuItem, depth: usize, out: &mut Vec<String>) {
+pub(crate) fn item_lines(it: &MenuItem, depth: usize, out: &mut Vec<String>) {
     let mut line = format!(
         "{}{}",
         "  ".repeat(depth),

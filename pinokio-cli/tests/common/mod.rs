@@ -76,3 +76,53 @@ pub fn cmd(home: &Path) -> Command {
         .timeout(Duration::from_secs(120));
     c
 }
+
+/// A temporary folder with a `home/` Pinokio home; commands run inside it,
+/// so script paths on the command line are relative, as a user types them.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new() -> Self {
+        Env {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    pub fn home(&self) -> PathBuf {
+        self.path().join("home")
+    }
+    pub fn write(&self, rel: &str, text: &str) {
+        let p = self.path().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+    /// `pinokio --home <tmp>/home ...`, run in the temp folder.
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(BIN);
+        c.current_dir(self.path())
+            .env_remove("PINOKIO_HOME")
+            .env_remove("PINOKIO_LOAD_LIMIT_MS")
+            .arg("--home")
+            .arg(self.home())
+            .timeout(Duration::from_secs(60));
+        c
+    }
+    /// The same, as a std child process with piped output.
+    pub fn spawn(&self, args: &[&str]) -> std::process::Child {
+        Std::new(BIN)
+            .current_dir(self.path())
+            .env_remove("PINOKIO_HOME")
+            .arg("--home")
+            .arg(self.home())
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+}
