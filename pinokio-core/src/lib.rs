@@ -18,6 +18,7 @@ pub mod applogs;
 pub mod apps;
 pub mod catalog;
 pub mod control;
+pub mod download;
 pub mod engine;
 pub mod envfile;
 pub mod events;

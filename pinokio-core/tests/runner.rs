@@ -57,13 +57,13 @@ fn unsupported_method_fails_with_not_supported_yet() {
     write(
         &e,
         "a/s.json",
-        r#"{"run":[{"method":"fs.download","params":{"url":"http://127.0.0.1:9/x","dir":"d"}}]}"#,
+        r#"{"run":[{"method":"fs.link","params":{"drive":{"models":"app/models"}}}]}"#,
     );
     let out = e.run(RunRequest::new("~/api/a/s.json"));
     assert_eq!(out.status, RunStatus::Error);
     let msg = out.error.unwrap().to_string();
     assert!(
-        msg.contains("step 0 (fs.download): not supported yet: fs.download"),
+        msg.contains("step 0 (fs.link): not supported yet: fs.link"),
         "{msg}"
     );
 }

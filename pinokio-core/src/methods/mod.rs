@@ -14,6 +14,7 @@ use crate::engine::{Engine, RunContext};
 use crate::events::EventKind;
 use crate::js::JsRuntime;
 
+pub mod download;
 pub mod env;
 pub mod fs;
 pub mod gui;
@@ -142,7 +143,6 @@ where
 /// Method names upstream has that we do not run (yet), with the reason shown
 /// to the user.
 pub const NOT_SUPPORTED: &[(&str, &str)] = &[
-    ("fs.download", "downloads arrive with the download manager"),
     (
         "fs.link",
         "the virtual drive arrives with the download manager",
@@ -254,6 +254,7 @@ impl Registry {
         net::register(&mut r);
         gui::register(&mut r);
         env::register(&mut r);
+        download::register(&mut r);
         r
     }
 

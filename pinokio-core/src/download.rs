@@ -1,0 +1,894 @@
+//! The downloader behind `fs.download`: resumable (a `<dest>.part` file and
+//! a `<dest>.part.json` sidecar survive restarts), segmented over HTTP
+//! Range when the server allows it, retried with backoff, verified (size and
+//! optional checksums) and renamed into place only when complete.
+//!
+//! Tokens are only sent to the Hugging Face host and never appear in errors
+//! or progress; URLs in messages lose their query string and user info.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use reqwest::blocking::{Client, RequestBuilder, Response};
+use reqwest::header::{
+    ACCEPT_RANGES, AUTHORIZATION, CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_RANGE, ETAG, RANGE,
+    RETRY_AFTER, USER_AGENT,
+};
+use reqwest::{StatusCode, Url};
+use serde::{Deserialize, Serialize};
+
+/// Files above this size get several segments by default.
+const SEGMENT_THRESHOLD: u64 = 16 * 1024 * 1024;
+const DEFAULT_SEGMENTS: usize = 4;
+const DEFAULT_RETRIES: u32 = 5;
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Knobs for one download.
+#[derive(Debug, Clone)]
+pub struct DownloadOptions {
+    /// Expected SHA-256 (hex).
+    pub sha256: Option<String>,
+    /// Expected MD5 (hex).
+    pub md5: Option<String>,
+    /// Parallel range requests (default: 4 above 16 MiB, else 1).
+    pub connections: Option<usize>,
+    /// Consecutive failed attempts allowed per segment (default 5).
+    pub retries: Option<u32>,
+    /// `HF_TOKEN`: sent as a bearer token to the Hugging Face host only.
+    pub hf_token: Option<String>,
+    /// `HF_ENDPOINT`: a second host that gets the token.
+    pub hf_endpoint: Option<String>,
+    /// First backoff delay (doubles per attempt, with jitter).
+    pub backoff: Duration,
+    pub user_agent: String,
+}
+
+impl Default for DownloadOptions {
+    fn default() -> Self {
+        DownloadOptions {
+            sha256: None,
+            md5: None,
+            connections: None,
+            retries: None,
+            hf_token: None,
+            hf_endpoint: None,
+            backoff: Duration::from_millis(500),
+            user_agent: crate::methods::net::USER_AGENT.to_string(),
+        }
+    }
+}
+
+/// A progress report.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    pub done: u64,
+    pub total: Option<u64>,
+    /// Bytes per second (recent average).
+    pub rate: f64,
+    pub eta: Option<Duration>,
+}
+
+/// What a download did.
+#[derive(Debug, Clone)]
+pub struct DownloadOutcome {
+    pub path: PathBuf,
+    pub bytes: u64,
+    /// The destination was already complete.
+    pub skipped: bool,
+    /// Bytes reused from an earlier partial download.
+    pub resumed_from: u64,
+}
+
+/// Why a download failed. Messages name the URL without secrets.
+#[derive(Debug, thiserror::Error)]
+pub enum DownloadError {
+    #[error("download stopped")]
+    Cancelled,
+    #[error("{url}: {message}")]
+    Failed { url: String, message: String },
+}
+
+/// What a HEAD (or range probe) learned.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    /// After redirects.
+    pub final_url: Url,
+    pub size: Option<u64>,
+    /// From Content-Disposition.
+    pub filename: Option<String>,
+    pub ranges: bool,
+    pub etag: Option<String>,
+}
+
+/// A URL for messages: no user info, no query, no fragment.
+pub fn redact(url: &str) -> String {
+    match Url::parse(url) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.set_query(None);
+            u.set_fragment(None);
+            u.to_string()
+        }
+        Err(_) => url.split(['?', '#']).next().unwrap_or("").to_string(),
+    }
+}
+
+fn fail(url: &str, message: impl Into<String>) -> DownloadError {
+    DownloadError::Failed {
+        url: redact(url),
+        message: message.into(),
+    }
+}
+
+fn is_hf_host(url: &Url, opts: &DownloadOptions) -> bool {
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    let host = host.to_ascii_lowercase();
+    if host == "huggingface.co" || host.ends_with(".huggingface.co") {
+        return true;
+    }
+    opts.hf_endpoint
+        .as_deref()
+        .and_then(|e| Url::parse(e).ok())
+        .and_then(|e| e.host_str().map(|h| h.eq_ignore_ascii_case(&host)))
+        .unwrap_or(false)
+}
+
+fn request(
+    client: &Client,
+    method: reqwest::Method,
+    url: &Url,
+    opts: &DownloadOptions,
+) -> RequestBuilder {
+    let mut rb = client
+        .request(method, url.clone())
+        .header(USER_AGENT, &opts.user_agent);
+    if let Some(tok) = opts.hf_token.as_deref().filter(|t| !t.is_empty()) {
+        if is_hf_host(url, opts) {
+            rb = rb.header(AUTHORIZATION, format!("Bearer {tok}"));
+        }
+    }
+    rb
+}
+
+fn header_str(r: &Response, name: reqwest::header::HeaderName) -> Option<String> {
+    r.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.trim().to_string())
+}
+
+/// The file name of a `Content-Disposition` header (`filename*=` first).
+pub fn disposition_filename(h: &str) -> Option<String> {
+    let mut plain = None;
+    for part in h.split(';') {
+        let part = part.trim();
+        let Some((k, v)) = part.split_once('=') else {
+            continue;
+        };
+        let k = k.trim().to_ascii_lowercase();
+        let v = v.trim();
+        if k == "filename*" {
+            // charset'lang'percent-encoded
+            let enc = v.splitn(3, '\'').nth(2).unwrap_or(v);
+            let name = percent_decode(enc.trim_matches('"'));
+            if !name.is_empty() {
+                return Some(name);
+            }
+        } else if k == "filename" && plain.is_none() {
+            let name = v.trim_matches('"').to_string();
+            if !name.is_empty() {
+                plain = Some(name);
+            }
+        }
+    }
+    plain
+}
+
+/// Decode `%xx` escapes (invalid UTF-8 is replaced).
+pub fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            let hexd = std::str::from_utf8(&b[i + 1..i + 3]).ok();
+            if let Some(v) = hexd.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A safe file name: the last path component, trailing dots removed.
+pub fn sanitize_filename(name: &str) -> Option<String> {
+    let base = name.rsplit(['/', '\\']).next().unwrap_or("");
+    let base = base.trim().trim_end_matches('.');
+    if base.is_empty() || base == ".." || base.contains('\0') {
+        None
+    } else {
+        Some(base.to_string())
+    }
+}
+
+/// The file name for a `dir` download: Content-Disposition, else the last
+/// URL path segment, else `<host>.html`.
+pub fn file_name_for(url: &Url, probe: Option<&Probe>) -> String {
+    if let Some(n) = probe
+        .and_then(|p| p.filename.as_deref())
+        .and_then(sanitize_filename)
+    {
+        return n;
+    }
+    for u in [Some(url), probe.map(|p| &p.final_url)]
+        .into_iter()
+        .flatten()
+    {
+        if let Some(seg) = u
+            .path_segments()
+            .and_then(|mut s| s.rfind(|s| !s.is_empty()))
+        {
+            if let Some(n) = sanitize_filename(&percent_decode(seg)) {
+                return n;
+            }
+        }
+    }
+    format!("{}.html", url.host_str().unwrap_or("download"))
+}
+
+enum Attempt {
+    Fatal(String),
+    Retry {
+        msg: String,
+        after: Option<Duration>,
+    },
+}
+
+fn retry_after(r: &Response) -> Option<Duration> {
+    header_str(r, RETRY_AFTER)
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(|s| Duration::from_secs(s.min(300)))
+}
+
+fn status_attempt(r: &Response) -> Attempt {
+    let s = r.status();
+    let msg = format!("HTTP {s}");
+    if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS || s == StatusCode::REQUEST_TIMEOUT
+    {
+        Attempt::Retry {
+            msg,
+            after: retry_after(r),
+        }
+    } else {
+        Attempt::Fatal(msg)
+    }
+}
+
+fn net_attempt(e: &reqwest::Error) -> Attempt {
+    let mut m = crate::methods::net::error_chain(e);
+    // reqwest prints the URL (with its query) in some errors: drop it.
+    if let Some(u) = e.url() {
+        m = m.replace(u.as_str(), &redact(u.as_str()));
+    }
+    Attempt::Retry {
+        msg: m,
+        after: None,
+    }
+}
+
+/// Sleep in small slices; false when cancelled.
+fn sleep_cancellable(d: Duration, cancel: &AtomicBool) -> bool {
+    let end = Instant::now() + d;
+    while Instant::now() < end {
+        if cancel.load(Ordering::SeqCst) {
+            return false;
+        }
+        std::thread::sleep((end - Instant::now()).min(Duration::from_millis(25)));
+    }
+    !cancel.load(Ordering::SeqCst)
+}
+
+fn backoff(opts: &DownloadOptions, attempt: u32, after: Option<Duration>) -> Duration {
+    if let Some(a) = after {
+        return a;
+    }
+    let base = opts
+        .backoff
+        .saturating_mul(1u32 << attempt.min(10).saturating_sub(1));
+    let base = base.min(MAX_BACKOFF);
+    // Jitter: up to +50%, from the clock's low bits.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    base + base.mul_f64((nanos % 1000) as f64 / 2000.0)
+}
+
+fn parse_total_from_content_range(v: &str) -> Option<u64> {
+    v.rsplit('/').next().and_then(|t| t.trim().parse().ok())
+}
+
+/// Learn size, name and range support (HEAD, then a `bytes=0-0` probe).
+pub fn probe(
+    client: &Client,
+    url: &str,
+    opts: &DownloadOptions,
+    cancel: &AtomicBool,
+) -> Result<Probe, DownloadError> {
+    let parsed = Url::parse(url).map_err(|e| fail(url, format!("invalid url: {e}")))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(fail(url, "only http and https URLs can be downloaded"));
+    }
+    let retries = opts.retries.unwrap_or(DEFAULT_RETRIES);
+    let mut failures = 0;
+    loop {
+        if cancel.load(Ordering::SeqCst) {
+            return Err(DownloadError::Cancelled);
+        }
+        match probe_once(client, &parsed, opts) {
+            Ok(p) => return Ok(p),
+            Err(Attempt::Fatal(m)) => return Err(fail(url, m)),
+            Err(Attempt::Retry { msg, after }) => {
+                failures += 1;
+                if failures > retries {
+                    return Err(fail(url, format!("{msg} (after {failures} attempts)")));
+                }
+                if !sleep_cancellable(backoff(opts, failures, after), cancel) {
+                    return Err(DownloadError::Cancelled);
+                }
+            }
+        }
+    }
+}
+
+fn probe_once(client: &Client, url: &Url, opts: &DownloadOptions) -> Result<Probe, Attempt> {
+    let mut p = Probe {
+        final_url: url.clone(),
+        size: None,
+        filename: None,
+        ranges: false,
+        etag: None,
+    };
+    let head = request(client, reqwest::Method::HEAD, url, opts)
+        .send()
+        .map_err(|e| net_attempt(&e))?;
+    let head_ok = head.status().is_success();
+    if head_ok {
+        p.final_url = head.url().clone();
+        p.size = header_str(&head, CONTENT_LENGTH).and_then(|v| v.parse().ok());
+        p.filename = header_str(&head, CONTENT_DISPOSITION).and_then(|h| disposition_filename(&h));
+        p.etag = header_str(&head, ETAG);
+        p.ranges =
+            header_str(&head, ACCEPT_RANGES).is_some_and(|v| v.eq_ignore_ascii_case("bytes"));
+        if p.ranges && p.size.is_some() {
+            return Ok(p);
+        }
+    } else if let Attempt::Retry { msg, after } = status_attempt(&head) {
+        return Err(Attempt::Retry { msg, after });
+    }
+    // Range probe (also the fallback for servers that reject HEAD).
+    let target = if head_ok {
+        p.final_url.clone()
+    } else {
+        url.clone()
+    };
+    let r = request(client, reqwest::Method::GET, &target, opts)
+        .header(RANGE, "bytes=0-0")
+        .send()
+        .map_err(|e| net_attempt(&e))?;
+    if !r.status().is_success() {
+        return Err(status_attempt(&r));
+    }
+    p.final_url = r.url().clone();
+    if p.filename.is_none() {
+        p.filename = header_str(&r, CONTENT_DISPOSITION).and_then(|h| disposition_filename(&h));
+    }
+    if p.etag.is_none() {
+        p.etag = header_str(&r, ETAG);
+    }
+    if r.status() == StatusCode::PARTIAL_CONTENT {
+        p.ranges = true;
+        if let Some(t) =
+            header_str(&r, CONTENT_RANGE).and_then(|v| parse_total_from_content_range(&v))
+        {
+            p.size = Some(t);
+        }
+    } else {
+        p.ranges = false;
+        if p.size.is_none() {
+            p.size = header_str(&r, CONTENT_LENGTH).and_then(|v| v.parse().ok());
+        }
+    }
+    Ok(p)
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Sidecar {
+    url: String,
+    size: Option<u64>,
+    etag: Option<String>,
+    segments: Vec<SegRecord>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SegRecord {
+    start: u64,
+    end: Option<u64>,
+    done: u64,
+}
+
+struct Seg {
+    start: u64,
+    end: Option<u64>,
+    done: AtomicU64,
+}
+
+struct Shared {
+    client: Client,
+    url: Url,
+    opts: DownloadOptions,
+    ranges: bool,
+    file: File,
+    segs: Vec<Seg>,
+    cancel: Arc<AtomicBool>,
+    /// Serializes the restart-from-zero of a single stream.
+    reset: Mutex<()>,
+}
+
+impl Shared {
+    fn done(&self) -> u64 {
+        self.segs
+            .iter()
+            .map(|s| s.done.load(Ordering::SeqCst))
+            .sum()
+    }
+}
+
+fn part_paths(dest: &Path) -> (PathBuf, PathBuf) {
+    let mut p = dest.as_os_str().to_owned();
+    p.push(".part");
+    let part = PathBuf::from(p);
+    let mut j = part.as_os_str().to_owned();
+    j.push(".json");
+    (part, PathBuf::from(j))
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Check the expected checksums of a file; `Err` names the mismatch.
+fn verify_checksums(path: &Path, opts: &DownloadOptions) -> Result<(), String> {
+    use md5::Md5;
+    use sha2::{Digest, Sha256};
+    let want_sha = opts
+        .sha256
+        .as_deref()
+        .map(|s| s.trim().to_ascii_lowercase());
+    let want_md5 = opts.md5.as_deref().map(|s| s.trim().to_ascii_lowercase());
+    if want_sha.is_none() && want_md5.is_none() {
+        return Ok(());
+    }
+    let mut f = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut sha = Sha256::new();
+    let mut md = Md5::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f
+            .read(&mut buf)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        if want_sha.is_some() {
+            sha.update(&buf[..n]);
+        }
+        if want_md5.is_some() {
+            md.update(&buf[..n]);
+        }
+    }
+    if let Some(w) = want_sha {
+        let got = hex(&sha.finalize());
+        if got != w {
+            return Err(format!("sha256 mismatch: expected {w}, got {got}"));
+        }
+    }
+    if let Some(w) = want_md5 {
+        let got = hex(&md.finalize());
+        if got != w {
+            return Err(format!("md5 mismatch: expected {w}, got {got}"));
+        }
+    }
+    Ok(())
+}
+
+/// Download `url` to `dest` (an exact file path). See the module docs.
+pub fn download(
+    client: &Client,
+    url: &str,
+    dest: &Path,
+    opts: &DownloadOptions,
+    progress: &dyn Fn(Progress),
+    cancel: &AtomicBool,
+) -> Result<DownloadOutcome, DownloadError> {
+    let p = probe(client, url, opts, cancel)?;
+    download_probed(client, url, &p, dest, opts, progress, cancel)
+}
+
+/// [`download`] with a [`probe`] already made.
+pub fn download_probed(
+    client: &Client,
+    url: &str,
+    probe: &Probe,
+    dest: &Path,
+    opts: &DownloadOptions,
+    progress: &dyn Fn(Progress),
+    cancel: &AtomicBool,
+) -> Result<DownloadOutcome, DownloadError> {
+    let io = |path: &Path, e: std::io::Error| fail(url, format!("{}: {e}", path.display()));
+    // Already complete?
+    if let Ok(md) = fs::metadata(dest) {
+        if md.is_file() {
+            let complete = match probe.size {
+                Some(s) => md.len() == s && verify_checksums(dest, opts).is_ok(),
+                None => {
+                    (opts.sha256.is_some() || opts.md5.is_some())
+                        && verify_checksums(dest, opts).is_ok()
+                }
+            };
+            if complete {
+                return Ok(DownloadOutcome {
+                    path: dest.to_path_buf(),
+                    bytes: md.len(),
+                    skipped: true,
+                    resumed_from: 0,
+                });
+            }
+        }
+    }
+    if let Some(parent) = dest.parent() {
+        fs::create_dir_all(parent).map_err(|e| io(parent, e))?;
+    }
+    let (part, side) = part_paths(dest);
+    let key = redact(url);
+
+    // Resume from an earlier attempt when it is the same file.
+    let mut segs: Option<Vec<SegRecord>> = None;
+    if let (Ok(text), Ok(md)) = (fs::read_to_string(&side), fs::metadata(&part)) {
+        if let Ok(sc) = serde_json::from_str::<Sidecar>(&text) {
+            let same =
+                sc.url == key && sc.size == probe.size && sc.etag == probe.etag && probe.ranges;
+            if same && !sc.segments.is_empty() {
+                let mut recs = sc.segments;
+                if recs.len() == 1 {
+                    recs[0].done = recs[0].done.min(md.len());
+                    segs = Some(recs);
+                } else if Some(md.len()) == probe.size {
+                    segs = Some(recs);
+                }
+            }
+        }
+    }
+    let resuming = segs.is_some();
+    let recs = match segs {
+        Some(r) => r,
+        None => {
+            let _ = fs::remove_file(&part);
+            let n = match (probe.ranges, probe.size) {
+                (true, Some(size)) if size > 0 => opts
+                    .connections
+                    .unwrap_or(if size > SEGMENT_THRESHOLD {
+                        DEFAULT_SEGMENTS
+                    } else {
+                        1
+                    })
+                    .clamp(1, 64)
+                    .min(size as usize),
+                _ => 1,
+            };
+            match probe.size {
+                Some(size) if n > 1 => {
+                    let chunk = size.div_ceil(n as u64);
+                    (0..n as u64)
+                        .map(|i| SegRecord {
+                            start: i * chunk,
+                            end: Some(((i + 1) * chunk).min(size)),
+                            done: 0,
+                        })
+                        .filter(|s| s.end.unwrap() > s.start)
+                        .collect()
+                }
+                size => vec![SegRecord {
+                    start: 0,
+                    end: size,
+                    done: 0,
+                }],
+            }
+        }
+    };
+    let file = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(false)
+        .open(&part)
+        .map_err(|e| io(&part, e))?;
+    if recs.len() > 1 {
+        if let Some(size) = probe.size {
+            file.set_len(size).map_err(|e| io(&part, e))?;
+        }
+    } else {
+        file.set_len(recs[0].done).map_err(|e| io(&part, e))?;
+    }
+    let resumed_from: u64 = if resuming {
+        recs.iter().map(|r| r.done).sum()
+    } else {
+        0
+    };
+    // Token only for the Hugging Face host: ask the final URL directly when
+    // that is the Hub, else the original URL (reqwest drops Authorization on
+    // cross-host redirects).
+    let target = if is_hf_host(&probe.final_url, opts) {
+        probe.final_url.clone()
+    } else {
+        Url::parse(url).map_err(|e| fail(url, format!("invalid url: {e}")))?
+    };
+    let cancel_flag = Arc::new(AtomicBool::new(false));
+    let shared = Arc::new(Shared {
+        client: client.clone(),
+        url: target,
+        opts: opts.clone(),
+        ranges: probe.ranges,
+        file,
+        segs: recs
+            .iter()
+            .map(|r| Seg {
+                start: r.start,
+                end: r.end,
+                done: AtomicU64::new(r.done),
+            })
+            .collect(),
+        cancel: cancel_flag.clone(),
+        reset: Mutex::new(()),
+    });
+    let save_sidecar = |sh: &Shared| {
+        let sc = Sidecar {
+            url: key.clone(),
+            size: probe.size,
+            etag: probe.etag.clone(),
+            segments: sh
+                .segs
+                .iter()
+                .map(|s| SegRecord {
+                    start: s.start,
+                    end: s.end,
+                    done: s.done.load(Ordering::SeqCst),
+                })
+                .collect(),
+        };
+        if let Ok(t) = serde_json::to_string(&sc) {
+            let _ = fs::write(&side, t);
+        }
+    };
+    save_sidecar(&shared);
+
+    let (tx, rx) = std::sync::mpsc::channel::<Result<(), String>>();
+    for i in 0..shared.segs.len() {
+        let sh = shared.clone();
+        let tx = tx.clone();
+        std::thread::Builder::new()
+            .name("pinokio-download".into())
+            .spawn(move || {
+                let _ = tx.send(run_segment(&sh, i));
+            })
+            .map_err(|e| fail(url, format!("cannot start a thread: {e}")))?;
+    }
+    drop(tx);
+
+    let started = Instant::now();
+    let mut window: std::collections::VecDeque<(Instant, u64)> = Default::default();
+    let mut last_save = Instant::now();
+    let mut remaining = shared.segs.len();
+    let mut first_err: Option<String> = None;
+    let report = |window: &mut std::collections::VecDeque<(Instant, u64)>| {
+        let now = Instant::now();
+        let done = shared.done();
+        window.push_back((now, done));
+        while window.len() > 2 && now.duration_since(window[0].0) > Duration::from_secs(5) {
+            window.pop_front();
+        }
+        let (t0, d0) = window[0];
+        let secs = now.duration_since(t0).as_secs_f64();
+        let rate = if secs > 0.0 {
+            (done - d0) as f64 / secs
+        } else {
+            0.0
+        };
+        let eta = probe
+            .size
+            .filter(|_| rate > 0.0)
+            .map(|t| Duration::from_secs_f64(t.saturating_sub(done) as f64 / rate));
+        progress(Progress {
+            done,
+            total: probe.size,
+            rate,
+            eta,
+        });
+    };
+    window.push_back((started, resumed_from));
+    while remaining > 0 {
+        if cancel.load(Ordering::SeqCst) {
+            cancel_flag.store(true, Ordering::SeqCst);
+            save_sidecar(&shared);
+            return Err(DownloadError::Cancelled);
+        }
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(r) => {
+                remaining -= 1;
+                if let Err(e) = r {
+                    cancel_flag.store(true, Ordering::SeqCst);
+                    first_err.get_or_insert(e);
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        report(&mut window);
+        if last_save.elapsed() > Duration::from_secs(1) {
+            save_sidecar(&shared);
+            last_save = Instant::now();
+        }
+    }
+    save_sidecar(&shared);
+    if let Some(e) = first_err {
+        if e == CANCELLED {
+            return Err(DownloadError::Cancelled);
+        }
+        return Err(fail(url, e));
+    }
+    if cancel.load(Ordering::SeqCst) {
+        return Err(DownloadError::Cancelled);
+    }
+    let done = shared.done();
+    let _ = shared.file.sync_all();
+    drop(shared);
+    let discard = || {
+        let _ = fs::remove_file(&part);
+        let _ = fs::remove_file(&side);
+    };
+    let len = fs::metadata(&part).map_err(|e| io(&part, e))?.len();
+    if let Some(size) = probe.size {
+        if len != size || done != size {
+            discard();
+            return Err(fail(
+                url,
+                format!("size mismatch: expected {size} bytes, got {len}"),
+            ));
+        }
+    }
+    if let Err(m) = verify_checksums(&part, opts) {
+        discard();
+        return Err(fail(url, m));
+    }
+    fs::rename(&part, dest).map_err(|e| io(dest, e))?;
+    let _ = fs::remove_file(&side);
+    Ok(DownloadOutcome {
+        path: dest.to_path_buf(),
+        bytes: len,
+        skipped: false,
+        resumed_from,
+    })
+}
+
+const CANCELLED: &str = "\u{0}cancelled";
+
+fn run_segment(sh: &Shared, i: usize) -> Result<(), String> {
+    let retries = sh.opts.retries.unwrap_or(DEFAULT_RETRIES);
+    let mut failures = 0u32;
+    loop {
+        if sh.cancel.load(Ordering::SeqCst) {
+            return Err(CANCELLED.into());
+        }
+        let before = sh.segs[i].done.load(Ordering::SeqCst);
+        match fetch_segment(sh, i) {
+            Ok(()) => return Ok(()),
+            Err(Attempt::Fatal(m)) => return Err(m),
+            Err(Attempt::Retry { msg, after }) => {
+                if sh.segs[i].done.load(Ordering::SeqCst) > before {
+                    failures = 0;
+                }
+                failures += 1;
+                if failures > retries {
+                    return Err(format!("{msg} (after {failures} attempts)"));
+                }
+                if !sleep_cancellable(backoff(&sh.opts, failures, after), &sh.cancel) {
+                    return Err(CANCELLED.into());
+                }
+            }
+        }
+    }
+}
+
+fn fetch_segment(sh: &Shared, i: usize) -> Result<(), Attempt> {
+    let seg = &sh.segs[i];
+    let pos = seg.start + seg.done.load(Ordering::SeqCst);
+    if let Some(end) = seg.end {
+        if pos >= end {
+            return Ok(());
+        }
+    }
+    let single = sh.segs.len() == 1;
+    let mut rb = request(&sh.client, reqwest::Method::GET, &sh.url, &sh.opts);
+    let ranged = sh.ranges && (pos > 0 || !single);
+    if ranged {
+        let r = match seg.end {
+            Some(e) => format!("bytes={pos}-{}", e - 1),
+            None => format!("bytes={pos}-"),
+        };
+        rb = rb.header(RANGE, r);
+    }
+    let mut resp = rb.send().map_err(|e| net_attempt(&e))?;
+    let st = resp.status();
+    if !st.is_success() {
+        return Err(status_attempt(&resp));
+    }
+    let mut pos = pos;
+    if st != StatusCode::PARTIAL_CONTENT && pos > 0 {
+        // The server sent the whole file.
+        if !single {
+            return Err(Attempt::Fatal(
+                "the server ignored the range request".into(),
+            ));
+        }
+        let _g = sh.reset.lock();
+        seg.done.store(0, Ordering::SeqCst);
+        let _ = sh.file.set_len(0);
+        pos = 0;
+    }
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        if sh.cancel.load(Ordering::SeqCst) {
+            return Err(Attempt::Fatal(CANCELLED.into()));
+        }
+        let n = match resp.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) => {
+                return Err(Attempt::Retry {
+                    msg: format!("connection lost: {e}"),
+                    after: None,
+                })
+            }
+        };
+        let n = match seg.end {
+            Some(e) => n.min(e.saturating_sub(pos) as usize),
+            None => n,
+        };
+        sh.file
+            .write_all_at(&buf[..n], pos)
+            .map_err(|e| Attempt::Fatal(format!("cannot write: {e}")))?;
+        pos += n as u64;
+        seg.done.fetch_add(n as u64, Ordering::SeqCst);
+        if seg.end.is_some_and(|e| pos >= e) {
+            return Ok(());
+        }
+    }
+    match seg.end {
+        Some(e) if pos < e => Err(Attempt::Retry {
+            msg: format!("connection closed after {pos} of {e} bytes"),
+            after: None,
+        }),
+        _ => Ok(()),
+    }
+}

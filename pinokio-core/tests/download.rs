@@ -1,0 +1,471 @@
+//! The downloader and `fs.download` against a real HTTP/1.1 server on
+//! 127.0.0.1 written here.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use pinokio_core::download::{download, DownloadError, DownloadOptions};
+use pinokio_core::{Engine, PinokioHome, RunRequest, RunStatus};
+use reqwest::blocking::Client;
+use sha2::{Digest, Sha256};
+
+#[derive(Default)]
+struct Cfg {
+    data: Vec<u8>,
+    ranges: bool,
+    disposition: Option<String>,
+    /// Close the connection mid-body for the first N GETs.
+    faults: AtomicUsize,
+    /// Answer 503 with Retry-After: 1 to the first N requests.
+    unavailable: AtomicUsize,
+    /// Send 1 KiB every 20 ms.
+    slow: bool,
+}
+
+#[derive(Default)]
+struct Stats {
+    gets: AtomicUsize,
+    heads: AtomicUsize,
+    body_bytes: AtomicU64,
+    ranged_gets: AtomicUsize,
+    times: Mutex<Vec<Instant>>,
+}
+
+struct Server {
+    base: String,
+    stats: Arc<Stats>,
+}
+
+fn serve(cfg: Cfg) -> Server {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", l.local_addr().unwrap());
+    let cfg = Arc::new(cfg);
+    let stats = Arc::new(Stats::default());
+    let st = stats.clone();
+    std::thread::spawn(move || {
+        for c in l.incoming().flatten() {
+            let (cfg, st) = (cfg.clone(), st.clone());
+            std::thread::spawn(move || {
+                let _ = handle(c, &cfg, &st);
+            });
+        }
+    });
+    Server { base, stats }
+}
+
+fn handle(mut c: TcpStream, cfg: &Cfg, st: &Stats) -> std::io::Result<()> {
+    let mut r = BufReader::new(c.try_clone()?);
+    let mut line = String::new();
+    r.read_line(&mut line)?;
+    let mut parts = line.split_whitespace();
+    let method = parts.next().unwrap_or("").to_string();
+    let path = parts.next().unwrap_or("/").to_string();
+    let mut range: Option<(u64, Option<u64>)> = None;
+    loop {
+        let mut h = String::new();
+        if r.read_line(&mut h)? == 0 || h == "\r\n" {
+            break;
+        }
+        let (k, v) = h.split_once(':').unwrap_or(("", ""));
+        if k.eq_ignore_ascii_case("range") {
+            let v = v.trim().trim_start_matches("bytes=");
+            let (a, b) = v.split_once('-').unwrap();
+            range = Some((a.parse().unwrap(), b.parse().ok()));
+        }
+    }
+    st.times.lock().unwrap().push(Instant::now());
+    if method == "GET" {
+        st.gets.fetch_add(1, Ordering::SeqCst);
+    } else {
+        st.heads.fetch_add(1, Ordering::SeqCst);
+    }
+    if cfg
+        .unavailable
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+    {
+        return c.write_all(
+            b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        );
+    }
+    if path.starts_with("/redirect") {
+        return c.write_all(
+            b"HTTP/1.1 302 Found\r\nLocation: /files/data.bin?sig=SECRET\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        );
+    }
+    let len = cfg.data.len() as u64;
+    let (status, start, end) = match range.filter(|_| cfg.ranges) {
+        Some((a, b)) => {
+            st.ranged_gets
+                .fetch_add((method == "GET") as usize, Ordering::SeqCst);
+            (
+                "206 Partial Content",
+                a,
+                b.map(|b| b + 1).unwrap_or(len).min(len),
+            )
+        }
+        None => ("200 OK", 0, len),
+    };
+    let mut head = format!(
+        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\nETag: \"v1\"\r\n",
+        end - start
+    );
+    if cfg.ranges {
+        head.push_str("Accept-Ranges: bytes\r\n");
+        if status.starts_with("206") {
+            head.push_str(&format!(
+                "Content-Range: bytes {start}-{}/{len}\r\n",
+                end - 1
+            ));
+        }
+    }
+    if let Some(d) = &cfg.disposition {
+        head.push_str(&format!("Content-Disposition: {d}\r\n"));
+    }
+    head.push_str("\r\n");
+    c.write_all(head.as_bytes())?;
+    if method != "GET" {
+        return Ok(());
+    }
+    let body = &cfg.data[start as usize..end as usize];
+    let body = if body.len() > 1000
+        && cfg
+            .faults
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    {
+        let half = &body[..body.len() / 2];
+        c.write_all(half)?;
+        st.body_bytes.fetch_add(half.len() as u64, Ordering::SeqCst);
+        c.flush()?;
+        let _ = c.shutdown(std::net::Shutdown::Both);
+        return Ok(());
+    } else {
+        body
+    };
+    if cfg.slow {
+        for ch in body.chunks(1024) {
+            c.write_all(ch)?;
+            st.body_bytes.fetch_add(ch.len() as u64, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    } else {
+        c.write_all(body)?;
+        st.body_bytes.fetch_add(body.len() as u64, Ordering::SeqCst);
+    }
+    Ok(())
+}
+
+fn data(n: usize) -> Vec<u8> {
+    let mut x: u32 = 12345;
+    (0..n)
+        .map(|_| {
+            x = x.wrapping_mul(1103515245).wrapping_add(12345);
+            (x >> 16) as u8
+        })
+        .collect()
+}
+
+fn sha(b: &[u8]) -> String {
+    Sha256::digest(b)
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect()
+}
+
+fn client() -> Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    Client::builder().no_proxy().build().unwrap()
+}
+
+fn fast() -> DownloadOptions {
+    DownloadOptions {
+        backoff: Duration::from_millis(20),
+        ..Default::default()
+    }
+}
+
+fn get(
+    url: &str,
+    dest: &Path,
+    opts: &DownloadOptions,
+) -> Result<pinokio_core::download::DownloadOutcome, DownloadError> {
+    download(&client(), url, dest, opts, &|_| {}, &AtomicBool::new(false))
+}
+
+fn no_temp(dir: &Path) {
+    let left: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".part"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn resume_after_fault_reuses_part_data() {
+    let body = data(200_000);
+    let s = serve(Cfg {
+        data: body.clone(),
+        ranges: true,
+        faults: AtomicUsize::new(1),
+        ..Default::default()
+    });
+    let t = tempfile::tempdir().unwrap();
+    let dest = t.path().join("f.bin");
+    let opts = DownloadOptions {
+        retries: Some(0),
+        ..fast()
+    };
+    let e = get(&format!("{}/f.bin", s.base), &dest, &opts).unwrap_err();
+    assert!(e.to_string().contains("/f.bin"), "{e}");
+    assert!(!dest.exists());
+    assert!(t.path().join("f.bin.part").exists());
+    let out = get(&format!("{}/f.bin", s.base), &dest, &opts).unwrap();
+    assert_eq!(out.resumed_from, 100_000);
+    assert_eq!(std::fs::read(&dest).unwrap(), body);
+    assert_eq!(s.stats.body_bytes.load(Ordering::SeqCst), 200_000);
+    assert_eq!(s.stats.ranged_gets.load(Ordering::SeqCst), 1);
+    no_temp(t.path());
+}
+
+#[test]
+fn segmented_download_is_identical() {
+    let body = data(3_000_001);
+    let s = serve(Cfg {
+        data: body.clone(),
+        ranges: true,
+        ..Default::default()
+    });
+    let t = tempfile::tempdir().unwrap();
+    let dest = t.path().join("seg.bin");
+    let opts = DownloadOptions {
+        connections: Some(4),
+        sha256: Some(sha(&body)),
+        ..fast()
+    };
+    get(&format!("{}/seg.bin", s.base), &dest, &opts).unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), body);
+    assert_eq!(s.stats.ranged_gets.load(Ordering::SeqCst), 4);
+    no_temp(t.path());
+}
+
+#[test]
+fn segmented_download_retries_faults() {
+    let body = data(1_000_000);
+    let s = serve(Cfg {
+        data: body.clone(),
+        ranges: true,
+        faults: AtomicUsize::new(3),
+        ..Default::default()
+    });
+    let t = tempfile::tempdir().unwrap();
+    let dest = t.path().join("seg.bin");
+    let opts = DownloadOptions {
+        connections: Some(4),
+        ..fast()
+    };
+    get(&format!("{}/seg.bin", s.base), &dest, &opts).unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), body);
+    assert_eq!(s.stats.body_bytes.load(Ordering::SeqCst), 1_000_000);
+}
+
+#[test]
+fn sha256_mismatch_keeps_nothing_and_match_passes() {
+    let body = data(50_000);
+    let s = serve(Cfg {
+        data: body.clone(),
+        ranges: true,
+        ..Default::default()
+    });
+    let t = tempfile::tempdir().unwrap();
+    let dest = t.path().join("c.bin");
+    let bad = DownloadOptions {
+        sha256: Some("00".repeat(32)),
+        ..fast()
+    };
+    let e = get(&format!("{}/c.bin?token=SECRET", s.base), &dest, &bad).unwrap_err();
+    let m = e.to_string();
+    assert!(
+        m.contains("sha256 mismatch") && !m.contains("SECRET"),
+        "{m}"
+    );
+    assert!(!dest.exists());
+    no_temp(t.path());
+    let good = DownloadOptions {
+        sha256: Some(sha(&body)),
+        ..fast()
+    };
+    get(&format!("{}/c.bin", s.base), &dest, &good).unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), body);
+}
+
+#[test]
+fn existing_complete_file_is_skipped() {
+    let body = data(10_000);
+    let s = serve(Cfg {
+        data: body.clone(),
+        ranges: true,
+        ..Default::default()
+    });
+    let t = tempfile::tempdir().unwrap();
+    let dest = t.path().join("e.bin");
+    std::fs::write(&dest, &body).unwrap();
+    let out = get(&format!("{}/e.bin", s.base), &dest, &fast()).unwrap();
+    assert!(out.skipped);
+    assert_eq!(s.stats.gets.load(Ordering::SeqCst), 0);
+    // A shorter file is not complete.
+    std::fs::write(&dest, &body[..10]).unwrap();
+    let out = get(&format!("{}/e.bin", s.base), &dest, &fast()).unwrap();
+    assert!(!out.skipped);
+    assert_eq!(std::fs::read(&dest).unwrap(), body);
+}
+
+#[test]
+fn server_without_ranges_works_and_restarts_from_zero() {
+    let body = data(100_000);
+    let s = serve(Cfg {
+        data: body.clone(),
+        ranges: false,
+        faults: AtomicUsize::new(1),
+        ..Default::default()
+    });
+    let t = tempfile::tempdir().unwrap();
+    let dest = t.path().join("n.bin");
+    let opts = DownloadOptions {
+        connections: Some(4),
+        ..fast()
+    };
+    get(&format!("{}/n.bin", s.base), &dest, &opts).unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), body);
+    assert_eq!(s.stats.ranged_gets.load(Ordering::SeqCst), 0);
+    no_temp(t.path());
+}
+
+#[test]
+fn unavailable_then_ok_honours_retry_after() {
+    let body = data(5_000);
+    let s = serve(Cfg {
+        data: body.clone(),
+        ranges: true,
+        unavailable: AtomicUsize::new(1),
+        ..Default::default()
+    });
+    let t = tempfile::tempdir().unwrap();
+    let dest = t.path().join("u.bin");
+    get(&format!("{}/u.bin", s.base), &dest, &fast()).unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), body);
+    let times = s.stats.times.lock().unwrap();
+    let gap = times[1] - times[0];
+    assert!(gap >= Duration::from_millis(950), "{gap:?}");
+}
+
+fn write_script(home: &Path, app: &str, script: serde_json::Value) -> String {
+    let dir = home.join("api").join(app);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("x.json"), script.to_string()).unwrap();
+    format!("~/api/{app}/x.json")
+}
+
+fn engine(home: &Path) -> Engine {
+    Engine::builder(PinokioHome::new(home))
+        .facts(pinokio_core::Facts::cpu_only())
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn fs_download_into_dir_via_engine_with_redirect_and_disposition() {
+    let body = data(40_000);
+    let s = serve(Cfg {
+        data: body.clone(),
+        ranges: true,
+        disposition: Some("attachment; filename=\"model.safetensors\"".into()),
+        ..Default::default()
+    });
+    let t = tempfile::tempdir().unwrap();
+    let uri = write_script(
+        t.path(),
+        "app",
+        serde_json::json!({ "run": [{ "method": "fs.download", "params": {
+            "url": [format!("{}/redirect", s.base)], "dir": "models", "sha256": sha(&body) } }] }),
+    );
+    let o = engine(t.path()).run(RunRequest::new(uri));
+    assert!(o.ok(), "{o:?}");
+    assert_eq!(o.result, None);
+    let f = t.path().join("api/app/models/model.safetensors");
+    assert_eq!(std::fs::read(f).unwrap(), body);
+}
+
+#[test]
+fn fs_download_path_without_disposition_and_error_names_url() {
+    let body = data(1_000);
+    let s = serve(Cfg {
+        data: body.clone(),
+        ranges: true,
+        ..Default::default()
+    });
+    let t = tempfile::tempdir().unwrap();
+    let uri = write_script(
+        t.path(),
+        "app",
+        serde_json::json!({ "run": [
+            { "method": "fs.download", "params": { "uri": format!("{}/a/b/w.bin?x=1", s.base), "dir": "d" } },
+            { "method": "fs.download", "params": { "url": format!("{}/bad.bin?token=SECRET", s.base), "path": "p.bin", "md5": "00" } }
+        ] }),
+    );
+    let o = engine(t.path()).run(RunRequest::new(uri));
+    assert_eq!(
+        std::fs::read(t.path().join("api/app/d/w.bin")).unwrap(),
+        body
+    );
+    let m = format!("{:?}", o.error);
+    assert!(
+        !o.ok() && m.contains("/bad.bin") && m.contains("md5") && !m.contains("SECRET"),
+        "{m}"
+    );
+    assert!(!t.path().join("api/app/p.bin").exists());
+}
+
+#[test]
+fn stop_cancels_download_promptly() {
+    let body = data(2_000_000);
+    let s = serve(Cfg {
+        data: body,
+        ranges: true,
+        slow: true,
+        ..Default::default()
+    });
+    let t = tempfile::tempdir().unwrap();
+    let uri = write_script(
+        t.path(),
+        "app",
+        serde_json::json!({ "run": [{ "method": "fs.download", "params": {
+            "url": format!("{}/slow.bin", s.base), "path": "slow.bin" } }] }),
+    );
+    let e = engine(t.path());
+    let id = t
+        .path()
+        .join("api/app/x.json")
+        .to_string_lossy()
+        .into_owned();
+    let e2 = e.clone();
+    let runner = std::thread::spawn(move || e2.run(RunRequest::new(uri)));
+    let start = Instant::now();
+    while s.stats.body_bytes.load(Ordering::SeqCst) < 10_000 {
+        assert!(start.elapsed() < Duration::from_secs(10), "never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let at = Instant::now();
+    assert!(e.stop(&id));
+    let o = runner.join().unwrap();
+    assert_eq!(o.status, RunStatus::Stopped, "{o:?}");
+    assert!(at.elapsed() < Duration::from_secs(1), "{:?}", at.elapsed());
+    assert!(!t.path().join("api/app/slow.bin").exists());
+    assert!(t.path().join("api/app/slow.bin.part").exists());
+}
