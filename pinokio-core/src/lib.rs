@@ -22,6 +22,7 @@ pub mod download;
 pub mod engine;
 pub mod envfile;
 pub mod events;
+pub mod extract;
 pub mod facts;
 pub mod home;
 pub mod js;

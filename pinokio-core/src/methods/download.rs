@@ -1,6 +1,7 @@
 //! `fs.download` (section 4.2 of the semantics note) on top of
 //! [`crate::download`]: `url`/`uri` (one or a list), `path` or `dir`, plus
-//! our `sha256`, `md5`, `connections`, `retries`. Result: undefined.
+//! our `sha256`, `md5`, `connections`, `retries`, `extract` (`true` or a
+//! folder) and `keep`. Result: undefined.
 
 use std::cell::Cell;
 use std::time::{Duration, Instant};
@@ -28,6 +29,9 @@ struct Params {
     md5: Option<String>,
     connections: Option<usize>,
     retries: Option<u32>,
+    /// `true` (into `dir`, or the file's folder) or a folder to extract into.
+    extract: Option<Value>,
+    keep: Option<bool>,
 }
 
 fn mib(b: u64) -> String {
@@ -111,6 +115,22 @@ fn fs_download(cx: &mut MethodCx<'_>, params: Value) -> Result<Option<Value>, Me
             cx.output(format!("{name} is already downloaded\n"));
         } else {
             cx.output(format!("downloaded {name} ({})\n", mib(out.bytes)));
+        }
+        let into = match &p.extract {
+            None | Some(Value::Null) | Some(Value::Bool(false)) => None,
+            Some(Value::String(folder)) => Some(cx.resolve(folder)?),
+            Some(_) => Some(match &p.dir {
+                Some(dir) => cx.resolve(dir)?,
+                None => dest.parent().map(|d| d.to_path_buf()).unwrap_or_default(),
+            }),
+        };
+        if let Some(into) = into {
+            let files = crate::extract::extract(&dest, &into)
+                .map_err(|e| MethodError::Failed(format!("fs.download {name}: {e}")))?;
+            cx.output(format!("extracted {name} ({} entries)\n", files.len()));
+            if !p.keep.unwrap_or(false) {
+                let _ = std::fs::remove_file(&dest);
+            }
         }
     }
     Ok(None)
