@@ -28,6 +28,8 @@ pub(crate) struct ProcInfo {
     pub pgid: i32,
     pub sid: i32,
     pub state: char,
+    /// Start time in clock ticks since boot (field 22 of `stat`).
+    pub start: u64,
 }
 
 impl ProcInfo {
@@ -46,12 +48,15 @@ pub(crate) fn parse_stat(text: &str) -> Option<ProcInfo> {
     let ppid = f.next()?.parse().ok()?;
     let pgid = f.next()?.parse().ok()?;
     let sid = f.next()?.parse().ok()?;
+    // fields 7..21, then starttime (22)
+    let start = f.nth(15).and_then(|v| v.parse().ok()).unwrap_or(0);
     Some(ProcInfo {
         pid,
         ppid,
         pgid,
         sid,
         state,
+        start,
     })
 }
 
@@ -124,18 +129,27 @@ fn excluded(pid: i32) -> bool {
 }
 
 /// The alive members of `tree` in the snapshot `procs`.
+///
+/// `cutoff`: seeds found by group, session or terminal must have started
+/// no later than this (clock ticks since boot). Once a shell's terminal is
+/// closed its name can be given to another shell, and a dead leader's pid
+/// can be reused: processes that appeared after the kill began belong to
+/// someone else (this tree's own new children are still found through
+/// their parents).
 pub(crate) fn collect(
     tree: &Tree,
     procs: &HashMap<i32, ProcInfo>,
     children: &HashMap<i32, Vec<i32>>,
     fds: bool,
+    cutoff: Option<u64>,
 ) -> BTreeSet<i32> {
+    let old_enough = |p: &ProcInfo| cutoff.is_none_or(|c| p.start <= c);
     let mut seeds: Vec<i32> = Vec::new();
     if tree.leader_ours && procs.get(&tree.leader).is_some_and(ProcInfo::alive) {
         seeds.push(tree.leader);
     }
     for p in procs.values() {
-        if p.alive() && (p.pgid == tree.pgid || p.sid == tree.pgid) {
+        if p.alive() && old_enough(p) && (p.pgid == tree.pgid || p.sid == tree.pgid) {
             seeds.push(p.pid);
         }
     }
@@ -143,7 +157,12 @@ pub(crate) fn collect(
         if let Some(tty) = &tree.tty {
             let known: HashSet<i32> = seeds.iter().copied().collect();
             for p in procs.values() {
-                if p.alive() && !known.contains(&p.pid) && !excluded(p.pid) && holds(p.pid, tty) {
+                if p.alive()
+                    && old_enough(p)
+                    && !known.contains(&p.pid)
+                    && !excluded(p.pid)
+                    && holds(p.pid, tty)
+                {
                     seeds.push(p.pid);
                 }
             }
@@ -180,7 +199,7 @@ pub(crate) fn members(trees: &[Tree], fds: bool) -> BTreeSet<i32> {
     let children = children_map(&procs);
     trees
         .iter()
-        .flat_map(|t| collect(t, &procs, &children, fds))
+        .flat_map(|t| collect(t, &procs, &children, fds, None))
         .collect()
 }
 
@@ -218,6 +237,7 @@ pub(crate) fn terminate(trees: &[Tree], grace: Duration) -> KillReport {
     let mut frozen: HashSet<i32> = HashSet::new();
     let mut hard_since: Option<Instant> = None;
     let mut iteration = 0u32;
+    let mut cutoff: Option<u64> = None;
     loop {
         let now = Instant::now();
         if hard_since.is_none() && now >= term_deadline {
@@ -226,12 +246,15 @@ pub(crate) fn terminate(trees: &[Tree], grace: Duration) -> KillReport {
         }
         let procs = scan();
         let children = children_map(&procs);
+        // the newest process that existed when the kill began
+        let cutoff = *cutoff
+            .get_or_insert_with(|| procs.values().map(|p| p.start).max().unwrap_or(u64::MAX));
         // The PTY-holder scan reads every process's fd table: do it on the
         // first pass, every tenth pass and when switching to SIGKILL.
         let fds = iteration.is_multiple_of(10) || hard_since == Some(now);
         let per_tree: Vec<BTreeSet<i32>> = trees
             .iter()
-            .map(|t| collect(t, &procs, &children, fds))
+            .map(|t| collect(t, &procs, &children, fds, Some(cutoff)))
             .collect();
         let mut current: BTreeSet<i32> = per_tree.iter().flatten().copied().collect();
         // Members seen before stay targets while alive, even if they moved
@@ -317,9 +340,16 @@ mod tests {
                 ppid: 1,
                 pgid: 1234,
                 sid: 1234,
-                state: 'S'
+                state: 'S',
+                start: 0,
             }
         );
+        // a full line: starttime is field 22
+        let full = parse_stat(
+            "42 (python3) S 1 42 42 34817 42 4194560 100 0 0 0 5 1 0 0 20 0 1 0 987654 12345 678",
+        )
+        .unwrap();
+        assert_eq!(full.start, 987654);
         assert!(p.alive());
         let z = parse_stat("7 (a) Z 1 7 7 0").unwrap();
         assert!(!z.alive());
