@@ -15,6 +15,13 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // A shell supervisor of the background engine (see
+    // `pinokio_core::process::shim`): no CLI, no threads before it runs.
+    if std::env::args_os().nth(1).as_deref()
+        == Some(std::ffi::OsStr::new(pinokio_core::process::shim::SHIM_ARG))
+    {
+        return ExitCode::from(pinokio_core::process::shim::main_from_stdin() as u8);
+    }
     let cli = cli::Cli::parse();
     match commands::dispatch(cli) {
         Ok(code) => code,

@@ -120,18 +120,76 @@ fn start_returns_with_a_url_status_stop_and_engine_kill() {
     while alive(pid) && t0.elapsed() < Duration::from_secs(5) {
         std::thread::sleep(Duration::from_millis(50));
     }
-    // without its engine the app's terminal is gone and so is the server
+    // the app outlives its engine: a supervisor owns its terminal
+    assert!(http_ok(&web2), "the app died with its engine");
+    let requests = |home: &Path| {
+        let out = cmd(home)
+            .args(["logs", "demo", "--lines", "500"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .matches("\"GET / HTTP/1.0\" 200")
+            .count()
+    };
+    let before = requests(&home);
+    assert!(http_ok(&web2));
+    // ... and keeps logging: the request above is in the app's log
     let t0 = Instant::now();
-    while http_ok(&web2) && t0.elapsed() < Duration::from_secs(10) {
+    while requests(&home) <= before && t0.elapsed() < Duration::from_secs(10) {
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(!http_ok(&web2), "the app survived its engine");
+    assert!(
+        requests(&home) > before,
+        "no log line for a request made without an engine"
+    );
+    // the state store still knows it runs
+    cmd(&home)
+        .arg("status")
+        .assert()
+        .success()
+        .stdout(predicate::str::is_match(r"demo\s+running").unwrap());
+    // a new engine (started on demand) re-adopts it: same URL, no restart
+    let out = cmd(&home).args(["start", "demo"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), web2);
+    let engine_log = std::fs::read_to_string(home.join("logs/engine.log")).unwrap();
+    assert!(
+        engine_log.contains("re-adopted 1 shell(s) of 1 script(s)"),
+        "{engine_log}"
+    );
+    assert_ne!(engine_pid(&home), pid);
+    let out = cmd(&home).arg("status").output().unwrap();
+    let status = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        predicate::str::is_match(r"demo\s+running\s+http://127\.0\.0\.1:\d+\s+pids \d+")
+            .unwrap()
+            .eval(&status),
+        "{status}"
+    );
+    let server: u32 = status
+        .split("pids ")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|d| d.parse().ok())
+        .expect("a pid in the status line");
+    assert!(alive(server));
+    // stop still kills it, with no orphan
+    cmd(&home)
+        .args(["stop", "demo"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("stopped demo"));
+    assert!(!http_ok(&web2));
+    assert!(!alive(server), "the re-adopted server survived stop");
     cmd(&home)
         .arg("status")
         .assert()
         .success()
         .stdout(predicate::str::is_match(r"demo\s+stopped").unwrap());
-    cmd(&home).args(["stop", "demo"]).assert().success();
     // a new engine starts on demand and runs the app again
     let out = cmd(&home).args(["start", "demo"]).output().unwrap();
     assert!(

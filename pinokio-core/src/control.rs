@@ -99,6 +99,16 @@ impl Client {
 /// Serve the control socket until a `shutdown` request (or `stop` is set).
 /// Refuses to start when another engine answers on the socket.
 pub fn serve(engine: Engine, stop: Arc<AtomicBool>) -> Result<(), ControlError> {
+    serve_reporting(engine, stop, |_| {})
+}
+
+/// [`serve`], telling `ready` what was re-adopted from an earlier engine
+/// (see [`crate::adopt`]) once the socket is up.
+pub fn serve_reporting(
+    engine: Engine,
+    stop: Arc<AtomicBool>,
+    ready: impl FnOnce(&crate::adopt::ReadoptReport),
+) -> Result<(), ControlError> {
     let home = engine.home().root().to_path_buf();
     let path = socket_path(&home);
     if Client::connect(&home).is_ok() {
@@ -125,6 +135,8 @@ pub fn serve(engine: Engine, stop: Arc<AtomicBool>) -> Result<(), ControlError> 
     if let Ok(store) = StateStore::open(&home) {
         let _ = store.reconcile(crate::state::process_alive);
     }
+    let readopted = engine.readopt();
+    ready(&readopted);
     let started = now_ms();
     while !stop.load(Ordering::SeqCst) {
         match listener.accept() {

@@ -126,9 +126,16 @@ pub struct EngineBuilder {
     env: Option<BTreeMap<String, String>>,
     registry: Option<Registry>,
     state: Option<Arc<crate::state::StateStore>>,
+    supervisor: Option<crate::process::Supervisor>,
 }
 
 impl EngineBuilder {
+    /// Run shells under supervisor processes so they outlive this engine
+    /// and a later engine can re-adopt them ([`Engine::readopt`]).
+    pub fn supervisor(mut self, s: crate::process::Supervisor) -> Self {
+        self.supervisor = Some(s);
+        self
+    }
     /// Record runs and shells in this state store.
     pub fn state(mut self, s: Arc<crate::state::StateStore>) -> Self {
         self.state = Some(s);
@@ -170,12 +177,16 @@ impl EngineBuilder {
         self.home.ensure()?;
         let facts = self.facts.unwrap_or_else(|| self.probe.probe());
         let env = self.env.unwrap_or_else(|| std::env::vars().collect());
-        let processes = ProcessManager::new(
+        let processes = ProcessManager::with_options(
             self.home.logs().join("shell.log"),
             Arc::new(ShellOutput {
                 sink: self.sink.clone(),
                 state: self.state.clone(),
             }),
+            crate::process::ManagerOptions {
+                supervisor: self.supervisor,
+                ..Default::default()
+            },
         );
         Ok(Engine {
             inner: Arc::new(Inner {
@@ -408,6 +419,7 @@ impl Engine {
             env: None,
             registry: None,
             state: None,
+            supervisor: None,
         }
     }
 
@@ -646,6 +658,23 @@ impl Engine {
         }
     }
 
+    /// Take over a daemon script whose shells outlived an earlier engine
+    /// (re-adopted with [`crate::process::ProcessManager::adopt`]): it is
+    /// running and idle, with the `local` memory it had. `false` if the
+    /// script is already running here.
+    pub fn adopt_run(&self, id: &str, started_ms: u64, local: Option<Value>) -> bool {
+        if self.inner.memory.start(id, started_ms, 0).is_none() {
+            return false;
+        }
+        self.inner.memory.mark_daemon_idle(id);
+        if let Some(Value::Object(map)) = local {
+            self.inner
+                .memory
+                .update_local(id, |l| *l = Value::Object(map));
+        }
+        true
+    }
+
     /// Is a script (by absolute path) running?
     pub fn is_running(&self, id: &str) -> bool {
         self.inner.memory.is_running(id)
@@ -816,6 +845,10 @@ impl Engine {
         };
         let outcome = self.step_loop(js, &run, &script, &mut tracker);
         if let (Some(st), Some(rid)) = (&self.inner.state, run.run_id) {
+            if outcome.status == RunStatus::Daemon {
+                // what a re-adopting engine needs to show the app (its URL)
+                let _ = st.set_run_local(rid, &self.inner.memory.local(&id));
+            }
             let reason = outcome.error.as_ref().map(|e| e.to_string());
             let _ = st.end_run(rid, outcome.status.into(), reason.as_deref());
         }

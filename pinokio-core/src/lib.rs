@@ -14,6 +14,7 @@
 //! assert!(outcome.ok());
 //! ```
 
+pub mod adopt;
 pub mod applogs;
 pub mod apps;
 pub mod catalog;

@@ -351,7 +351,35 @@ pub fn status(home: PinokioHome, options: EngineOptions, a: StatusArgs) -> Resul
                 );
             }
             None => {
-                // a `running` record without a live engine is stale
+                // Without a live engine, a `running` app is running if its
+                // supervised shells outlived the engine (the next engine
+                // re-adopts them); otherwise the record is stale.
+                if r.state == AppState::Running {
+                    let procs: Vec<_> = store
+                        .processes_of(&r.id)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter(|p| {
+                            p.state == pinokio_core::state::ProcState::Running
+                                && pinokio_core::state::process_alive(p.pid, p.started_at)
+                        })
+                        .collect();
+                    if !procs.is_empty() {
+                        let url = procs
+                            .iter()
+                            .filter_map(|p| store.get_run(p.run_id?).ok().flatten())
+                            .find_map(|run| run.local?.get("url")?.as_str().map(String::from));
+                        let pids: Vec<String> = procs.iter().map(|p| p.pid.to_string()).collect();
+                        println!(
+                            "{:<28} {:<11} {}  pids {}  (engine not running)",
+                            r.id,
+                            "running",
+                            url.as_deref().unwrap_or("-"),
+                            pids.join(",")
+                        );
+                        continue;
+                    }
+                }
                 let state = if r.state == AppState::Running {
                     AppState::Stopped
                 } else {

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use pinokio_core::control::{self, Client};
+use pinokio_core::process::Supervisor;
 use pinokio_core::{Engine, EngineOptions, PinokioHome};
 use serde_json::{json, Value};
 
@@ -19,9 +20,17 @@ use crate::cli::{EngineArgs, StartArgs, StopArgs};
 /// Ctrl-C or a `shutdown` request.
 pub fn engine(home: PinokioHome, options: EngineOptions, _a: EngineArgs) -> Result<ExitCode> {
     home.ensure()?;
+    // Shells run under supervisors (`pinokio __shim`), so apps keep running
+    // when this engine dies and the next engine re-adopts them.
+    let exe = std::env::current_exe().context("cannot find the pinokio executable")?;
     let mut b = Engine::builder(home.clone())
         .probe(pinokio_cloud::default_probe())
-        .options(options);
+        .options(options)
+        .supervisor(Supervisor {
+            program: exe,
+            args: vec![pinokio_core::process::shim::SHIM_ARG.into()],
+            run_dir: home.root().join("run"),
+        });
     if let Ok(store) = pinokio_core::state::StateStore::open(home.root()) {
         b = b.state(Arc::new(store));
     }
@@ -36,7 +45,23 @@ pub fn engine(home: PinokioHome, options: EngineOptions, _a: EngineArgs) -> Resu
         std::process::id(),
         control::socket_path(engine.home().root()).display()
     );
-    control::serve(engine, stop)?;
+    control::serve_reporting(engine, stop, |r| {
+        if !r.is_empty() {
+            eprintln!(
+                "re-adopted {} shell(s) of {} script(s) left by an earlier engine; \
+                 stopped {} of interrupted runs; {} had ended{}",
+                r.adopted.len(),
+                r.scripts.len(),
+                r.stopped.len(),
+                r.ended.len(),
+                if r.failed.is_empty() {
+                    String::new()
+                } else {
+                    format!("; unreachable: {}", r.failed.join("; "))
+                }
+            );
+        }
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 

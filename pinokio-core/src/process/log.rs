@@ -90,11 +90,39 @@ impl LogFile {
         }
     }
 
+    /// Other processes (shell supervisors, a second engine) append to the
+    /// same files and may rotate them: follow the file now at `path` and
+    /// its real size.
+    fn sync(&mut self) {
+        use std::os::unix::fs::MetadataExt;
+        if let Some(f) = &self.file {
+            match (f.metadata(), std::fs::metadata(&self.path)) {
+                (Ok(ours), Ok(now)) if ours.dev() == now.dev() && ours.ino() == now.ino() => {
+                    self.size = ours.len();
+                }
+                _ => self.file = None,
+            }
+        }
+    }
+
+    /// Move the file to `<name>.1`. Writers in other processes rotate the
+    /// same file: the rename happens under an exclusive lock on the file,
+    /// and only if nobody rotated it in the meantime.
     fn rotate(&mut self) -> std::io::Result<()> {
-        self.file = None;
-        let mut old = self.path.clone().into_os_string();
-        old.push(".1");
-        std::fs::rename(&self.path, PathBuf::from(old))?;
+        use std::os::unix::fs::MetadataExt;
+        let Some(f) = self.file.take() else {
+            return Ok(());
+        };
+        let _lock = Flock::exclusive(&f);
+        let still_ours = match (f.metadata(), std::fs::metadata(&self.path)) {
+            (Ok(ours), Ok(now)) => ours.dev() == now.dev() && ours.ino() == now.ino(),
+            _ => false,
+        };
+        if still_ours {
+            let mut old = self.path.clone().into_os_string();
+            old.push(".1");
+            std::fs::rename(&self.path, PathBuf::from(old))?;
+        }
         self.size = 0;
         Ok(())
     }
@@ -112,6 +140,7 @@ impl LogFile {
     }
 
     fn try_write(&mut self, mut text: &str) -> std::io::Result<()> {
+        self.sync();
         while !text.is_empty() {
             self.open()?;
             let room = self.limit.saturating_sub(self.size) as usize;
@@ -136,6 +165,83 @@ impl LogFile {
             text = rest;
         }
         Ok(())
+    }
+}
+
+/// An exclusive `flock` held until dropped.
+struct Flock<'a>(&'a File);
+
+impl<'a> Flock<'a> {
+    fn exclusive(f: &'a File) -> Flock<'a> {
+        use std::os::fd::AsRawFd;
+        loop {
+            // SAFETY: flock on a descriptor owned by `f`.
+            let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
+            if r == 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+                return Flock(f);
+            }
+        }
+    }
+}
+
+impl Drop for Flock<'_> {
+    fn drop(&mut self) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: flock on a descriptor owned by the borrowed file.
+        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
+    }
+}
+
+/// A shell's transcript: timestamped lines in its app log and, prefixed
+/// with the script and shell ids, in the global log.
+pub(crate) struct Transcript {
+    pub app: Option<Arc<Mutex<LogFile>>>,
+    pub global: Arc<Mutex<LogFile>>,
+    pub group: String,
+    pub shell_id: String,
+}
+
+impl Transcript {
+    /// Append finished lines.
+    pub(crate) fn lines(&self, lines: &[String]) {
+        if lines.is_empty() {
+            return;
+        }
+        let ts = iso_utc(now_ms());
+        if let Some(app) = &self.app {
+            let mut s = String::new();
+            for l in lines {
+                s.push_str(&ts);
+                s.push(' ');
+                s.push_str(l);
+                s.push('\n');
+            }
+            write_shared(app, &s);
+        }
+        let mut s = String::new();
+        for l in lines {
+            s.push_str(&ts);
+            s.push_str(" [");
+            s.push_str(&self.group);
+            s.push_str("] [");
+            s.push_str(&self.shell_id);
+            s.push_str("] ");
+            s.push_str(l);
+            s.push('\n');
+        }
+        write_shared(&self.global, &s);
+    }
+
+    /// Append a `###` note (start, exit).
+    pub(crate) fn note(&self, note: &str) {
+        let ts = iso_utc(now_ms());
+        if let Some(app) = &self.app {
+            write_shared(app, &format!("{ts} ### {note}\n"));
+        }
+        write_shared(
+            &self.global,
+            &format!("{ts} [{}] [{}] ### {note}\n", self.group, self.shell_id),
+        );
     }
 }
 
@@ -220,6 +326,41 @@ mod tests {
             .unwrap()
             .collect();
         assert_eq!(names.len(), 2);
+        assert_eq!(errors.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn two_writers_share_one_rotation() {
+        // two processes' worth of writers on the same file: neither loses
+        // lines, and the file rotated by one is followed by the other
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shared.log");
+        let errors = Arc::new(AtomicU64::new(0));
+        let mut a = LogFile::new(path.clone(), 1000, errors.clone());
+        let mut b = LogFile::new(path.clone(), 1000, errors.clone());
+        let mut expected = Vec::new();
+        for i in 0..30 {
+            let line = format!("{i:04} {}\n", "y".repeat(30));
+            if i % 2 == 0 {
+                a.write(&line);
+            } else {
+                b.write(&line);
+            }
+            expected.push(line);
+        }
+        let old = std::fs::read_to_string(dir.path().join("shared.log.1")).unwrap();
+        let now = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            now.len() <= 1000 && old.len() <= 1000,
+            "{} {}",
+            old.len(),
+            now.len()
+        );
+        let all = format!("{old}{now}");
+        // both files together hold the newest lines in order
+        let tail: String = expected[30 - all.lines().count()..].concat();
+        assert_eq!(all, tail);
+        assert!(all.lines().count() >= 25);
         assert_eq!(errors.load(Ordering::Relaxed), 0);
     }
 

@@ -20,6 +20,8 @@
 pub mod kill;
 pub mod log;
 pub mod normalize;
+pub mod shim;
+pub mod wire;
 
 #[cfg(test)]
 mod tests;
@@ -29,7 +31,8 @@ use std::ffi::OsString;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
-use std::path::PathBuf;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -38,9 +41,11 @@ use std::time::{Duration, Instant};
 use portable_pty::{native_pty_system, Child, CommandBuilder, MasterPty, PtySize};
 
 use self::kill::Tree;
-use self::log::{iso_utc, now_ms, write_shared, LogFile, LogRegistry, DEFAULT_LOG_LIMIT};
+use self::log::{now_ms, LogFile, LogRegistry, Transcript, DEFAULT_LOG_LIMIT};
 use self::normalize::LineAssembler;
 pub use self::normalize::{normalize, Normalizer, Utf8Decoder};
+use self::shim::{ShimMeta, ShimSpec};
+use self::wire::FrameReader;
 
 /// How to start one shell.
 #[derive(Debug, Clone)]
@@ -159,6 +164,32 @@ pub struct ManagerOptions {
     /// When the last clone of the manager is dropped, kill every shell
     /// with this grace (`None`: leave them running).
     pub kill_on_drop: Option<Duration>,
+    /// Run each shell under a supervisor process that owns its terminal,
+    /// so shells outlive this process and can be re-adopted (see
+    /// [`shim`]). `None`: the terminals live in this process.
+    pub supervisor: Option<Supervisor>,
+}
+
+/// How to start shell supervisors.
+#[derive(Debug, Clone)]
+pub struct Supervisor {
+    /// The program (the `pinokio` binary, or any binary that calls
+    /// [`shim::main_from_stdin`] when given `args`).
+    pub program: PathBuf,
+    /// Arguments that make `program` a supervisor (`["__shim"]`).
+    pub args: Vec<String>,
+    /// Where supervisors keep their sockets and meta files (`HOME/run`).
+    pub run_dir: PathBuf,
+}
+
+/// What [`ProcessManager::adopt`] found.
+#[derive(Debug, Clone)]
+pub enum Adoption {
+    /// The shell is supervised again: output, input and kills work as for
+    /// a shell this manager started.
+    Live(ProcessRecord),
+    /// The shell ended while nobody was attached (its meta file is removed).
+    Ended(ShimMeta),
 }
 
 impl Default for ManagerOptions {
@@ -168,6 +199,7 @@ impl Default for ManagerOptions {
             ring_lines: 1000,
             keep_exited: 256,
             kill_on_drop: Some(Duration::from_secs(2)),
+            supervisor: None,
         }
     }
 }
@@ -183,6 +215,8 @@ const MAX_DRAIN: Duration = Duration::from_millis(500);
 const DRAIN_QUIET_MS: i32 = 30;
 /// Poll timeout while the leader runs (exit is usually seen as EOF first).
 const IDLE_POLL_MS: i32 = 100;
+/// How long a supervisor may take to start and answer.
+const SUPERVISOR_START: Duration = Duration::from_secs(20);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     match m.lock() {
@@ -218,8 +252,16 @@ struct Shell {
     state: Mutex<ShellState>,
     cond: Condvar,
     ring: Mutex<Ring>,
-    writer: Mutex<Option<File>>,
+    writer: Mutex<Option<ShellWriter>>,
     master: Mutex<Option<Box<dyn MasterPty + Send>>>,
+}
+
+/// Where typed input goes.
+enum ShellWriter {
+    /// The terminal, owned by this process.
+    Pty(File),
+    /// The shell's supervisor.
+    Shim(UnixStream),
 }
 
 impl Shell {
@@ -254,6 +296,7 @@ impl Shell {
 
 struct Inner {
     global_log: Arc<Mutex<LogFile>>,
+    global_log_path: PathBuf,
     logs: LogRegistry,
     sink: Arc<dyn OutputSink>,
     /// In spawn order; an id may appear more than once (the newest wins for
@@ -304,9 +347,11 @@ impl ProcessManager {
         opts: ManagerOptions,
     ) -> Self {
         let logs = LogRegistry::new(opts.log_limit);
-        let global_log = logs.get(&global_log);
+        let global_log_path = global_log;
+        let global_log = logs.get(&global_log_path);
         let inner = Arc::new(Inner {
             global_log,
+            global_log_path,
             logs,
             sink,
             shells: Mutex::new(Vec::new()),
@@ -347,6 +392,9 @@ impl ProcessManager {
         }
         if self.is_running(&spec.shell_id) {
             return Err(ProcessError::AlreadyRunning(spec.shell_id));
+        }
+        if let Some(sup) = self.inner.opts.supervisor.clone() {
+            return self.spawn_supervised(spec, &sup);
         }
 
         let pair = native_pty_system()
@@ -419,35 +467,27 @@ impl ProcessManager {
             }),
             cond: Condvar::new(),
             ring: Mutex::new(Ring::default()),
-            writer: Mutex::new(Some(writer)),
+            writer: Mutex::new(Some(ShellWriter::Pty(writer))),
             master: Mutex::new(Some(master)),
         });
-        {
-            let mut shells = lock(&self.inner.shells);
-            if shells
-                .iter()
-                .rev()
-                .find(|s| s.id == spec.shell_id)
-                .is_some_and(|s| s.st().record.running)
-            {
-                return Err(ProcessError::AlreadyRunning(spec.shell_id));
-            }
-            shells.push(shell.clone());
-        }
-        let app_log = spec.app_log.as_deref().map(|p| self.inner.logs.get(p));
+        self.register(&shell)?;
+        let transcript = Transcript {
+            app: spec.app_log.as_deref().map(|p| self.inner.logs.get(p)),
+            global: self.inner.global_log.clone(),
+            group: spec.group.clone(),
+            shell_id: spec.shell_id.clone(),
+        };
         let ctx = Reader {
-            inner: self.inner.clone(),
-            shell: shell.clone(),
+            d: Delivery::new(
+                self.inner.clone(),
+                shell.clone(),
+                record,
+                spec.step,
+                spec.depth,
+                Some(transcript),
+            ),
             child,
             file: reader,
-            rec: record,
-            step: spec.step,
-            depth: spec.depth,
-            app_log,
-            dec: Utf8Decoder::new(),
-            norm: Normalizer::new(),
-            lines: LineAssembler::new(MAX_LINE_CHARS),
-            exited_sent: false,
         };
         let name = format!("pty-{}", spec.shell_id.chars().take(40).collect::<String>());
         // If the thread cannot start, dropping `ctx` kills the child.
@@ -467,6 +507,311 @@ impl ProcessManager {
             pgid,
             events: rx,
         })
+    }
+
+    /// Add a new shell, unless one with its id is running.
+    fn register(&self, shell: &Arc<Shell>) -> Result<(), ProcessError> {
+        let mut shells = lock(&self.inner.shells);
+        if shells
+            .iter()
+            .rev()
+            .find(|s| s.id == shell.id)
+            .is_some_and(|s| s.st().record.running)
+        {
+            return Err(ProcessError::AlreadyRunning(shell.id.clone()));
+        }
+        shells.push(shell.clone());
+        Ok(())
+    }
+
+    /// Start a shell under a supervisor process (see [`shim`]).
+    fn spawn_supervised(
+        &self,
+        spec: SpawnSpec,
+        sup: &Supervisor,
+    ) -> Result<ShellHandle, ProcessError> {
+        let spawn_err = |msg: String| ProcessError::Spawn {
+            command: spec.command_label.clone(),
+            cwd: spec.cwd.clone(),
+            source: std::io::Error::other(msg),
+        };
+        let io_err = |context: String| move |source| ProcessError::Io { context, source };
+        std::fs::create_dir_all(&sup.run_dir).map_err(io_err(format!(
+            "cannot create the supervisor folder {}",
+            sup.run_dir.display()
+        )))?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&sup.run_dir, std::fs::Permissions::from_mode(0o700));
+        }
+        let key = shim_key(&spec.shell_id);
+        let socket = sup.run_dir.join(format!("{key}.sock"));
+        // sun_path holds 108 bytes including the terminating NUL
+        if socket.as_os_str().len() > 107 {
+            return Err(spawn_err(format!(
+                "the supervisor socket path {} is longer than the 107 bytes Unix sockets allow; \
+                 use a shorter PINOKIO_HOME",
+                socket.display()
+            )));
+        }
+        let meta_path = sup.run_dir.join(format!("{key}.json"));
+        let shim_spec = ShimSpec {
+            shell_id: spec.shell_id.clone(),
+            group: spec.group.clone(),
+            argv: spec.argv.clone(),
+            cwd: spec.cwd.clone(),
+            env: spec.env.clone(),
+            cols: spec.cols,
+            rows: spec.rows,
+            app_log: spec.app_log.clone(),
+            global_log: self.inner.global_log_path.clone(),
+            log_limit: self.inner.opts.log_limit,
+            command_label: spec.command_label.clone(),
+            socket: socket.clone(),
+            meta: meta_path.clone(),
+        };
+        let mut cmd = std::process::Command::new(&sup.program);
+        cmd.args(&sup.args)
+            .env_clear()
+            .current_dir("/")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null());
+        {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setsid is async-signal-safe; nothing else runs
+            // between fork and exec.
+            unsafe {
+                cmd.pre_exec(|| {
+                    if libc::setsid() < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let mut child = cmd.spawn().map_err(|e| {
+            spawn_err(format!(
+                "cannot start the shell supervisor {}: {e}",
+                sup.program.display()
+            ))
+        })?;
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take();
+        let ready = (|| {
+            let mut stdin = stdin.ok_or("no pipe to the supervisor")?;
+            let text = serde_json::to_vec(&shim_spec).map_err(|e| e.to_string())?;
+            stdin
+                .write_all(&text)
+                .map_err(|e| format!("cannot talk to the supervisor: {e}"))?;
+            drop(stdin);
+            let stdout = stdout.ok_or("no pipe from the supervisor")?;
+            read_line_within(stdout, SUPERVISOR_START)
+        })();
+        // The supervisor lives on in its own session; reap it when it ends.
+        let _ = std::thread::Builder::new()
+            .name("shim-reaper".into())
+            .spawn(move || {
+                let _ = child.wait();
+            });
+        match ready {
+            Ok(line) if line.trim() == "ready" => {}
+            Ok(line) => {
+                let line = line.trim();
+                return Err(spawn_err(
+                    line.strip_prefix("error: ")
+                        .unwrap_or(if line.is_empty() {
+                            "the shell supervisor ended without a word"
+                        } else {
+                            line
+                        })
+                        .to_string(),
+                ));
+            }
+            Err(e) => return Err(spawn_err(e)),
+        }
+        let (stream, frames, hello) = attach(&socket, true)
+            .map_err(|e| spawn_err(format!("cannot reach the shell supervisor: {e}")))?;
+        let meta = match hello {
+            shim::Hello {
+                ok: true,
+                meta: Some(meta),
+                ..
+            } => meta,
+            shim::Hello { error, .. } => {
+                let _ = std::fs::remove_file(&meta_path);
+                return Err(spawn_err(
+                    error.unwrap_or_else(|| "the shell supervisor refused".into()),
+                ));
+            }
+        };
+        let (tx, rx) = channel();
+        let record = self.adopt_shell(
+            meta,
+            meta_path,
+            stream,
+            frames,
+            spec.step,
+            spec.depth,
+            vec![tx],
+            &[],
+        )?;
+        Ok(ShellHandle {
+            id: spec.shell_id,
+            pid: record.pid,
+            pgid: record.pgid,
+            events: rx,
+        })
+    }
+
+    /// Re-attach to a shell whose supervisor was started by an earlier
+    /// engine (its meta file in the supervisor folder). The recent output
+    /// the supervisor kept fills the ring buffer; everything after flows as
+    /// for any shell. Logs were written by the supervisor all along.
+    pub fn adopt(&self, meta_path: &Path) -> Result<Adoption, ProcessError> {
+        let io_err = |context: String| move |source| ProcessError::Io { context, source };
+        let meta = shim::read_meta(meta_path).map_err(io_err(format!(
+            "cannot read the supervisor record {}",
+            meta_path.display()
+        )))?;
+        if meta.done {
+            let _ = std::fs::remove_file(meta_path);
+            return Ok(Adoption::Ended(meta));
+        }
+        if self.is_running(&meta.shell_id) {
+            return Err(ProcessError::AlreadyRunning(meta.shell_id));
+        }
+        let (mut stream, mut frames, hello) = match attach(&meta.socket, false) {
+            Ok(v) => v,
+            Err(e) => {
+                // The supervisor is gone. Did it finish, or die?
+                let again = shim::read_meta(meta_path).unwrap_or(meta);
+                if again.done || !state_alive(again.shim_pid) {
+                    let _ = std::fs::remove_file(meta_path);
+                    let _ = std::fs::remove_file(&again.socket);
+                    return Ok(Adoption::Ended(again));
+                }
+                return Err(ProcessError::Io {
+                    context: format!(
+                        "cannot reach the supervisor of shell {:?} at {}",
+                        again.shell_id,
+                        again.socket.display()
+                    ),
+                    source: e,
+                });
+            }
+        };
+        // The backlog fills the ring buffer before anyone asks for a tail.
+        let mut replay = Vec::new();
+        if hello.backlog > 0 {
+            let _ = stream.set_read_timeout(Some(SUPERVISOR_START));
+            if let Ok(Some((wire::REPLAY, bytes))) = frames.read_frame(&mut stream) {
+                replay = bytes;
+            }
+            let _ = stream.set_read_timeout(None);
+        }
+        let meta = hello.meta.unwrap_or(meta);
+        let record = self.adopt_shell(
+            meta,
+            meta_path.to_path_buf(),
+            stream,
+            frames,
+            None,
+            0,
+            Vec::new(),
+            &replay,
+        )?;
+        Ok(Adoption::Live(record))
+    }
+
+    /// Supervisor meta files in `run_dir` (see [`shim::list_metas`]).
+    pub fn supervised(&self) -> Vec<(PathBuf, ShimMeta)> {
+        match &self.inner.opts.supervisor {
+            Some(sup) => shim::list_metas(&sup.run_dir),
+            None => Vec::new(),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn adopt_shell(
+        &self,
+        meta: ShimMeta,
+        meta_path: PathBuf,
+        stream: UnixStream,
+        frames: FrameReader,
+        step: Option<usize>,
+        depth: usize,
+        subscribers: Vec<Sender<ShellEvent>>,
+        replay: &[u8],
+    ) -> Result<ProcessRecord, ProcessError> {
+        let writer = stream.try_clone().map_err(|source| ProcessError::Io {
+            context: "cannot share the supervisor connection".into(),
+            source,
+        })?;
+        let record = ProcessRecord {
+            shell_id: meta.shell_id.clone(),
+            group: meta.group.clone(),
+            pid: meta.pid,
+            pgid: meta.pgid,
+            command: meta.command.clone(),
+            cwd: meta.cwd.clone(),
+            started_ms: meta.started_ms,
+            log_path: meta.log_path.clone(),
+            running: true,
+            exit_code: None,
+        };
+        let shell = Arc::new(Shell {
+            id: meta.shell_id.clone(),
+            group: meta.group.clone(),
+            tty: meta.tty.clone(),
+            state: Mutex::new(ShellState {
+                record: record.clone(),
+                subscribers,
+                exited_sent: false,
+                reaped: false,
+                reader_done: false,
+                lingering: false,
+                exited_at: None,
+            }),
+            cond: Condvar::new(),
+            ring: Mutex::new(Ring::default()),
+            writer: Mutex::new(Some(ShellWriter::Shim(writer))),
+            master: Mutex::new(None),
+        });
+        self.register(&shell)?;
+        let mut d = Delivery::new(
+            self.inner.clone(),
+            shell.clone(),
+            record.clone(),
+            step,
+            depth,
+            None,
+        );
+        if !replay.is_empty() {
+            d.replay(replay);
+        }
+        let ctx = ShimReader {
+            d,
+            stream,
+            frames,
+            meta_path,
+            meta,
+        };
+        let name = format!(
+            "shim-{}",
+            ctx.meta.shell_id.chars().take(40).collect::<String>()
+        );
+        if let Err(e) = std::thread::Builder::new()
+            .name(name)
+            .spawn(move || ctx.run())
+        {
+            lock(&self.inner.shells).retain(|s| !Arc::ptr_eq(s, &shell));
+            return Err(ProcessError::Io {
+                context: "cannot start the shell's reader thread".into(),
+                source: e,
+            });
+        }
+        Ok(record)
     }
 
     /// Another channel on a running shell's output, from now on (ends with
@@ -491,15 +836,17 @@ impl ProcessManager {
             return Err(ProcessError::NotRunning(shell_id.into()));
         }
         let mut w = lock(&shell.writer);
-        let f = w
+        let w = w
             .as_mut()
             .ok_or_else(|| ProcessError::NotRunning(shell_id.into()))?;
-        f.write_all(data)
-            .and_then(|_| f.flush())
-            .map_err(|source| ProcessError::Io {
-                context: format!("cannot write to shell {shell_id:?}"),
-                source,
-            })
+        match w {
+            ShellWriter::Pty(f) => f.write_all(data).and_then(|_| f.flush()),
+            ShellWriter::Shim(s) => wire::write_frame(s, wire::INPUT, data),
+        }
+        .map_err(|source| ProcessError::Io {
+            context: format!("cannot write to shell {shell_id:?}"),
+            source,
+        })
     }
 
     /// Change the terminal size of a shell.
@@ -507,6 +854,14 @@ impl ProcessManager {
         let shell = self
             .find(shell_id)
             .ok_or_else(|| ProcessError::NotFound(shell_id.into()))?;
+        if let Some(ShellWriter::Shim(s)) = lock(&shell.writer).as_mut() {
+            return wire::write_frame(s, wire::RESIZE, &wire::resize_payload(cols, rows)).map_err(
+                |source| ProcessError::Io {
+                    context: format!("cannot resize shell {shell_id:?}"),
+                    source,
+                },
+            );
+        }
         let m = lock(&shell.master);
         let m = m
             .as_ref()
@@ -738,114 +1093,55 @@ fn exit_code(st: &portable_pty::ExitStatus) -> Option<i32> {
     }
 }
 
-/// One shell's reader thread.
-struct Reader {
+/// Output delivery for one shell: sink, normaliser, ring buffer,
+/// subscribers and (for shells whose terminal this process owns) the
+/// transcript.
+struct Delivery {
     inner: Arc<Inner>,
     shell: Arc<Shell>,
-    child: KillOnFail,
-    file: File,
     /// The reader's copy of the record (given to the sink).
     rec: ProcessRecord,
     step: Option<usize>,
     depth: usize,
-    app_log: Option<Arc<Mutex<LogFile>>>,
+    /// `None` when a supervisor writes the transcript.
+    transcript: Option<Transcript>,
     dec: Utf8Decoder,
     norm: Normalizer,
     lines: LineAssembler,
     exited_sent: bool,
 }
 
-impl Reader {
-    fn run(mut self) {
-        self.header();
-        let fd = self.file.as_raw_fd();
-        let mut buf = vec![0u8; CHUNK];
-        let mut exit: Option<(Option<i32>, Instant)> = None;
-        loop {
-            if exit.is_none() {
-                if let Some(code) = self.try_reap() {
-                    exit = Some((code, Instant::now()));
-                }
-            }
-            if let Some((code, at)) = exit {
-                if !self.exited_sent && at.elapsed() >= MAX_DRAIN {
-                    self.send_exited(code);
-                }
-            }
-            let draining = exit.is_some() && !self.exited_sent;
-            match poll_in(
-                fd,
-                if draining {
-                    DRAIN_QUIET_MS
-                } else {
-                    IDLE_POLL_MS
-                },
-            ) {
-                Poll::Ready => match self.file.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        let raw = self.dec.push(&buf[..n]);
-                        self.deliver_raw(raw);
-                    }
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            std::io::ErrorKind::Interrupted | std::io::ErrorKind::WouldBlock
-                        ) => {}
-                    // EIO: every holder of the slave side is gone.
-                    Err(_) => break,
-                },
-                Poll::Timeout => {
-                    if let (Some((code, _)), true) = (exit, draining) {
-                        self.send_exited(code);
-                    }
-                }
-                Poll::Interrupted => {}
-                Poll::Failed => break,
-            }
+impl Delivery {
+    fn new(
+        inner: Arc<Inner>,
+        shell: Arc<Shell>,
+        rec: ProcessRecord,
+        step: Option<usize>,
+        depth: usize,
+        transcript: Option<Transcript>,
+    ) -> Self {
+        Delivery {
+            inner,
+            shell,
+            rec,
+            step,
+            depth,
+            transcript,
+            dec: Utf8Decoder::new(),
+            norm: Normalizer::new(),
+            lines: LineAssembler::new(MAX_LINE_CHARS),
+            exited_sent: false,
         }
-        // End of output.
-        let rest = self.dec.finish();
-        self.deliver_raw(rest);
-        let tail = self.norm.finish();
-        self.deliver_text(tail);
-        if let Some(last) = self.lines.finish() {
-            self.log_lines(&[last]);
-        }
-        let code = match exit {
-            Some((code, _)) => code,
-            None => self.wait_child(),
-        };
-        if !self.exited_sent {
-            self.send_exited(code);
-        }
-        self.finish();
-    }
-
-    fn try_reap(&mut self) -> Option<Option<i32>> {
-        let child = self.child.0.as_mut()?;
-        match child.try_wait() {
-            Ok(Some(st)) => {
-                self.child.0 = None;
-                self.shell.st().reaped = true;
-                Some(exit_code(&st))
-            }
-            _ => None,
-        }
-    }
-
-    fn wait_child(&mut self) -> Option<i32> {
-        let code = match self.child.0.take() {
-            Some(mut c) => c.wait().ok().and_then(|st| exit_code(&st)),
-            None => None,
-        };
-        self.shell.st().reaped = true;
-        code
     }
 
     fn guarded(&self, f: impl FnOnce(&dyn OutputSink)) {
         let sink = self.inner.sink.clone();
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(sink.as_ref())));
+    }
+
+    fn deliver_bytes(&mut self, bytes: &[u8]) {
+        let raw = self.dec.push(bytes);
+        self.deliver_raw(raw);
     }
 
     fn deliver_raw(&mut self, raw: String) {
@@ -858,25 +1154,39 @@ impl Reader {
         self.deliver_text(text);
     }
 
+    /// Output sent again by a supervisor to a re-attached engine: it goes
+    /// to the ring buffer only (logs, sinks and subscribers had it).
+    fn replay(&mut self, bytes: &[u8]) {
+        let raw = self.dec.push(bytes);
+        let text = self.norm.push(&raw);
+        let mut done = Vec::new();
+        self.lines.push(&text, &mut done);
+        self.ring(&done);
+    }
+
+    fn ring(&self, done: &[String]) {
+        let mut ring = lock(&self.shell.ring);
+        let cap = self.inner.opts.ring_lines.max(1);
+        for l in done {
+            if ring.lines.len() >= cap {
+                ring.lines.pop_front();
+            }
+            ring.lines.push_back(l.clone());
+        }
+        ring.partial.clear();
+        ring.partial.push_str(self.lines.partial());
+    }
+
     fn deliver_text(&mut self, text: String) {
         if text.is_empty() {
             return;
         }
         let mut done = Vec::new();
         self.lines.push(&text, &mut done);
-        {
-            let mut ring = lock(&self.shell.ring);
-            let cap = self.inner.opts.ring_lines.max(1);
-            for l in &done {
-                if ring.lines.len() >= cap {
-                    ring.lines.pop_front();
-                }
-                ring.lines.push_back(l.clone());
-            }
-            ring.partial.clear();
-            ring.partial.push_str(self.lines.partial());
+        self.ring(&done);
+        if let Some(t) = &self.transcript {
+            t.lines(&done);
         }
-        self.log_lines(&done);
         if !self.exited_sent {
             let mut st = self.shell.st();
             st.subscribers
@@ -884,47 +1194,10 @@ impl Reader {
         }
     }
 
-    fn log_lines(&self, lines: &[String]) {
-        if lines.is_empty() {
-            return;
-        }
-        let ts = iso_utc(now_ms());
-        if let Some(app) = &self.app_log {
-            let mut s = String::new();
-            for l in lines {
-                s.push_str(&ts);
-                s.push(' ');
-                s.push_str(l);
-                s.push('\n');
-            }
-            write_shared(app, &s);
-        }
-        let mut s = String::new();
-        for l in lines {
-            s.push_str(&ts);
-            s.push_str(" [");
-            s.push_str(&self.rec.group);
-            s.push_str("] [");
-            s.push_str(&self.rec.shell_id);
-            s.push_str("] ");
-            s.push_str(l);
-            s.push('\n');
-        }
-        write_shared(&self.inner.global_log, &s);
-    }
-
     fn log_note(&self, note: &str) {
-        let ts = iso_utc(now_ms());
-        if let Some(app) = &self.app_log {
-            write_shared(app, &format!("{ts} ### {note}\n"));
+        if let Some(t) = &self.transcript {
+            t.note(note);
         }
-        write_shared(
-            &self.inner.global_log,
-            &format!(
-                "{ts} [{}] [{}] ### {note}\n",
-                self.rec.group, self.rec.shell_id
-            ),
-        );
     }
 
     fn header(&self) {
@@ -937,6 +1210,19 @@ impl Reader {
             r.cwd.display(),
             r.command
         ));
+    }
+
+    /// The end of the output: flush what the decoders hold.
+    fn end_of_output(&mut self) {
+        let rest = self.dec.finish();
+        self.deliver_raw(rest);
+        let tail = self.norm.finish();
+        self.deliver_text(tail);
+        if let Some(last) = self.lines.finish() {
+            if let Some(t) = &self.transcript {
+                t.lines(&[last]);
+            }
+        }
     }
 
     fn send_exited(&mut self, code: Option<i32>) {
@@ -956,6 +1242,7 @@ impl Reader {
         self.guarded(|s| s.exited(rec, step, depth, code));
         {
             let mut st = self.shell.st();
+            st.reaped = true;
             st.record.running = false;
             st.record.exit_code = code;
             st.exited_sent = true;
@@ -986,6 +1273,248 @@ impl Reader {
         self.shell.cond.notify_all();
         prune(&self.inner);
     }
+}
+
+/// One shell's reader thread (the terminal is ours).
+struct Reader {
+    d: Delivery,
+    child: KillOnFail,
+    file: File,
+}
+
+impl Reader {
+    fn run(mut self) {
+        self.d.header();
+        let fd = self.file.as_raw_fd();
+        let mut buf = vec![0u8; CHUNK];
+        let mut exit: Option<(Option<i32>, Instant)> = None;
+        loop {
+            if exit.is_none() {
+                if let Some(code) = self.try_reap() {
+                    exit = Some((code, Instant::now()));
+                }
+            }
+            if let Some((code, at)) = exit {
+                if !self.d.exited_sent && at.elapsed() >= MAX_DRAIN {
+                    self.d.send_exited(code);
+                }
+            }
+            let draining = exit.is_some() && !self.d.exited_sent;
+            match poll_in(
+                fd,
+                if draining {
+                    DRAIN_QUIET_MS
+                } else {
+                    IDLE_POLL_MS
+                },
+            ) {
+                Poll::Ready => match self.file.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => self.d.deliver_bytes(&buf[..n]),
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::Interrupted | std::io::ErrorKind::WouldBlock
+                        ) => {}
+                    // EIO: every holder of the slave side is gone.
+                    Err(_) => break,
+                },
+                Poll::Timeout => {
+                    if let (Some((code, _)), true) = (exit, draining) {
+                        self.d.send_exited(code);
+                    }
+                }
+                Poll::Interrupted => {}
+                Poll::Failed => break,
+            }
+        }
+        self.d.end_of_output();
+        let code = match exit {
+            Some((code, _)) => code,
+            None => self.wait_child(),
+        };
+        if !self.d.exited_sent {
+            self.d.send_exited(code);
+        }
+        self.d.finish();
+    }
+
+    fn try_reap(&mut self) -> Option<Option<i32>> {
+        let child = self.child.0.as_mut()?;
+        match child.try_wait() {
+            Ok(Some(st)) => {
+                self.child.0 = None;
+                self.d.shell.st().reaped = true;
+                Some(exit_code(&st))
+            }
+            _ => None,
+        }
+    }
+
+    fn wait_child(&mut self) -> Option<i32> {
+        let code = match self.child.0.take() {
+            Some(mut c) => c.wait().ok().and_then(|st| exit_code(&st)),
+            None => None,
+        };
+        self.d.shell.st().reaped = true;
+        code
+    }
+}
+
+/// One supervised shell's reader thread: frames from its supervisor.
+struct ShimReader {
+    d: Delivery,
+    stream: UnixStream,
+    frames: FrameReader,
+    meta_path: PathBuf,
+    meta: ShimMeta,
+}
+
+impl ShimReader {
+    fn run(mut self) {
+        let mut reattached = 0;
+        loop {
+            if !self.pump() {
+                break;
+            }
+            // The connection dropped. A supervisor that is still there
+            // (it dropped a stalled reader) is attached again.
+            let meta = shim::read_meta(&self.meta_path).unwrap_or_else(|_| self.meta.clone());
+            if meta.done || !state_alive(meta.shim_pid) || reattached >= 3 {
+                break;
+            }
+            reattached += 1;
+            match attach(&meta.socket, false) {
+                Ok((stream, frames, _)) => {
+                    if let Ok(w) = stream.try_clone() {
+                        *lock(&self.d.shell.writer) = Some(ShellWriter::Shim(w));
+                    }
+                    self.stream = stream;
+                    self.frames = frames;
+                }
+                Err(_) => break,
+            }
+        }
+        self.d.end_of_output();
+        if !self.d.exited_sent {
+            // The supervisor vanished without reporting an exit.
+            let code = shim::read_meta(&self.meta_path)
+                .ok()
+                .and_then(|m| m.exit)
+                .and_then(|e| e.code);
+            self.d.send_exited(code);
+        }
+        let _ = std::fs::remove_file(&self.meta_path);
+        self.d.finish();
+    }
+
+    /// Handle frames until the connection ends; `true` when it ended
+    /// without the supervisor closing it at the end of the shell.
+    fn pump(&mut self) -> bool {
+        let fd = self.stream.as_raw_fd();
+        loop {
+            match poll_in(fd, IDLE_POLL_MS) {
+                Poll::Ready => match self.frames.fill(&mut self.stream) {
+                    Ok(wire::ReadStatus::Data) => loop {
+                        match self.frames.next_frame() {
+                            Ok(Some((kind, payload))) => self.frame(kind, &payload),
+                            Ok(None) => break,
+                            Err(_) => return true,
+                        }
+                    },
+                    Ok(wire::ReadStatus::Eof) => return true,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => return true,
+                },
+                Poll::Timeout | Poll::Interrupted => {}
+                Poll::Failed => return true,
+            }
+        }
+    }
+
+    fn frame(&mut self, kind: u8, payload: &[u8]) {
+        match kind {
+            wire::OUTPUT => self.d.deliver_bytes(payload),
+            wire::REPLAY => self.d.replay(payload),
+            wire::EXITED if !self.d.exited_sent => {
+                self.d.send_exited(wire::parse_exit(payload));
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A short, unique name for a supervisor's socket and meta file.
+fn shim_key(shell_id: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    shell_id.hash(&mut h);
+    std::process::id().hash(&mut h);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    nanos.hash(&mut h);
+    format!("{:016x}", h.finish())
+}
+
+/// Is there a live (not zombie) process `pid`?
+fn state_alive(pid: u32) -> bool {
+    kill::proc_info(pid as i32).is_some_and(|p| p.alive())
+}
+
+/// Read one line from a pipe within `timeout`.
+fn read_line_within(mut pipe: impl Read + AsRawFd, timeout: Duration) -> Result<String, String> {
+    let deadline = Instant::now() + timeout;
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(format!(
+                "the shell supervisor did not start within {} s",
+                timeout.as_secs()
+            ));
+        }
+        match poll_in(pipe.as_raw_fd(), left.as_millis().min(1000) as i32) {
+            Poll::Ready => match pipe.read(&mut byte) {
+                Ok(0) => return Ok(String::from_utf8_lossy(&line).into_owned()),
+                Ok(_) if byte[0] == b'\n' => return Ok(String::from_utf8_lossy(&line).into_owned()),
+                Ok(_) => line.push(byte[0]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(format!("cannot read from the shell supervisor: {e}")),
+            },
+            Poll::Timeout | Poll::Interrupted => {}
+            Poll::Failed => return Err("cannot wait for the shell supervisor".into()),
+        }
+    }
+}
+
+/// Connect to a supervisor and read its HELLO.
+fn attach(socket: &Path, live: bool) -> std::io::Result<(UnixStream, FrameReader, shim::Hello)> {
+    let mut stream = UnixStream::connect(socket)?;
+    stream.set_write_timeout(Some(Duration::from_secs(10)))?;
+    stream.set_read_timeout(Some(SUPERVISOR_START))?;
+    wire::write_frame(&mut stream, wire::ATTACH, &[u8::from(live)])?;
+    let mut frames = FrameReader::new();
+    let hello = match frames.read_frame(&mut stream)? {
+        Some((wire::HELLO, p)) => serde_json::from_slice::<shim::Hello>(&p)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?,
+        Some(_) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "the supervisor did not greet first",
+            ))
+        }
+        None => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the supervisor closed the connection",
+            ))
+        }
+    };
+    stream.set_read_timeout(None)?;
+    Ok((stream, frames, hello))
 }
 
 /// Forget the oldest finished shells beyond `keep_exited`, and finished

@@ -120,6 +120,11 @@ CREATE TABLE tunnels (
 );
 CREATE INDEX tunnels_app ON tunnels(app_id);
 "#,
+    // 2: the `local` memory of a run that went daemon, so a restarted
+    // engine that re-adopts its shells knows the app's URL and menu state.
+    r#"
+ALTER TABLE runs ADD COLUMN local TEXT;
+"#,
 ];
 
 /// The schema version this build writes.
@@ -369,6 +374,8 @@ pub struct RunRecord {
     pub exit_reason: Option<String>,
     /// The engine process that started it.
     pub engine_pid: Option<u32>,
+    /// Its `local` memory when it went daemon (see [`StateStore::set_run_local`]).
+    pub local: Option<Value>,
 }
 
 /// One recorded shell process.
@@ -549,7 +556,7 @@ fn app_from_row(r: &Row<'_>) -> rusqlite::Result<AppRecord> {
 }
 
 const RUN_COLS: &str =
-    "id, app_id, script, args, status, started_at, ended_at, exit_reason, engine_pid";
+    "id, app_id, script, args, status, started_at, ended_at, exit_reason, engine_pid, local";
 
 fn run_from_row(r: &Row<'_>) -> rusqlite::Result<RunRecord> {
     let args: Option<String> = r.get(3)?;
@@ -569,6 +576,9 @@ fn run_from_row(r: &Row<'_>) -> rusqlite::Result<RunRecord> {
         ended_at: opt_ms(r.get(6)?),
         exit_reason: r.get(7)?,
         engine_pid: r.get(8)?,
+        local: r
+            .get::<_, Option<String>>(9)?
+            .and_then(|t| serde_json::from_str(&t).ok()),
     })
 }
 
@@ -964,6 +974,18 @@ impl StateStore {
         })
     }
 
+    /// Keep the `local` memory of a run (saved when it goes daemon).
+    pub fn set_run_local(&self, run_id: RunId, local: &Value) -> Result<bool, StateError> {
+        let text = local.to_string();
+        self.with(&format!("record the memory of run {run_id}"), |c| {
+            let n = c.execute(
+                "UPDATE runs SET local = ?2 WHERE id = ?1",
+                params![run_id, text],
+            )?;
+            Ok(n > 0)
+        })
+    }
+
     /// Record how a run ended. `Running`/`Daemon` leave `ended_at` empty.
     /// Returns false when there is no such run.
     pub fn end_run(
@@ -1035,9 +1057,20 @@ impl StateStore {
         };
         self.with(&format!("record shell {:?}", rec.shell_id), |c| {
             c.execute(
+                // Recording a shell again keeps what an earlier record knew
+                // (its app and run) unless this one knows better.
                 &format!(
-                    "INSERT OR REPLACE INTO processes ({PROC_COLS}) VALUES \
-                     (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
+                    "INSERT INTO processes ({PROC_COLS}) VALUES \
+                     (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
+                     ON CONFLICT(shell_id) DO UPDATE SET \
+                     app_id = COALESCE(excluded.app_id, processes.app_id), \
+                     run_id = COALESCE(excluded.run_id, processes.run_id), \
+                     script = excluded.script, pid = excluded.pid, pgid = excluded.pgid, \
+                     command = excluded.command, cwd = excluded.cwd, \
+                     log_path = excluded.log_path, started_at = excluded.started_at, \
+                     ended_at = excluded.ended_at, exit_code = excluded.exit_code, \
+                     state = excluded.state, engine_pid = excluded.engine_pid, \
+                     engine_started_ms = excluded.engine_started_ms"
                 ),
                 params![
                     rec.shell_id,

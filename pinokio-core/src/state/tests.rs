@@ -308,6 +308,26 @@ fn state_process_round_trip() {
         (5000, ProcState::Running, None)
     );
 
+    // Recording again without a run keeps the run an earlier record had
+    // (the engine records a shell with its run, the control server again
+    // without): a restarted engine needs it to find the run's memory.
+    s.record_process(&proc_rec("sh1", 5000, 3_000), Some("a"), Some(run))
+        .unwrap();
+    s.record_process(&proc_rec("sh1", 5000, 3_000), None, None)
+        .unwrap();
+    let p = s.get_process("sh1").unwrap().unwrap();
+    assert_eq!((p.run_id, p.app_id.as_deref()), (Some(run), Some("a")));
+
+    // A daemon run's `local` memory is kept for re-adoption.
+    assert!(s
+        .set_run_local(run, &serde_json::json!({"url": "http://127.0.0.1:7860"}))
+        .unwrap());
+    assert_eq!(
+        s.get_run(run).unwrap().unwrap().local,
+        Some(serde_json::json!({"url": "http://127.0.0.1:7860"}))
+    );
+    assert!(!s.set_run_local(run + 100, &serde_json::json!({})).unwrap());
+
     // A record of an exited shell.
     let mut done = proc_rec("sh3", 77, 4_000);
     done.running = false;
