@@ -618,7 +618,10 @@ impl Engine {
         );
         env.insert("PATH".into(), path);
         let find = |name: &str| crate::methods::shell::find_in_path(&env, name);
-        let install_uv = || crate::methods::shell::provide_uv(&bin, &env);
+        let install = |cmd: &str| match cmd {
+            "uv" => Some(crate::methods::shell::provide_uv(&bin, &env)),
+            other => crate::requires::provide_from_pypi(&bin, &env, other),
+        };
         let env_file = app_root.map(app_env_file);
         let check = crate::requires::check(
             &script.body,
@@ -626,7 +629,7 @@ impl Engine {
             &env,
             env_file.as_deref(),
             &find,
-            &install_uv,
+            &install,
         );
         for w in &check.warnings {
             self.emit_for(
