@@ -8,7 +8,10 @@ use serde_json::Value;
 /// Environment variables, shown at the end of `--help`.
 const ENV_HELP: &str = "\
 Environment:
-  PINOKIO_HOME            Pinokio home folder when --home is not given (default: ~/pinokio)
+  PINOKIO_HOME            Pinokio home folder when --home is not given (default: the
+                          platform's persistent storage on a cloud machine, e.g.
+                          /workspace/pinokio on RunPod, else ~/pinokio; see `pinokio doctor`)
+  PINOKIO_CACHE_DIR       folder for big caches (HOME/cache becomes a link to it)
   PINOKIO_LOAD_LIMIT_MS   time limit in milliseconds for loading a JavaScript script or
                           evaluating a menu (default: 10000); a load that runs longer is
                           stopped and reported as an error
@@ -55,6 +58,8 @@ pub enum Command {
     Up(UpArgs),
     /// Stop an app and remove its folder (shared drive data is kept).
     Uninstall(UninstallArgs),
+    /// The shared model drive: dedupe identical files, usage, links.
+    Drive(DriveArgs),
     /// Print an app's shell logs: the last lines of its scripts, merged by time.
     Logs(LogsArgs),
     /// Update an app: run its update script, else `git pull --ff-only` in its folder.
@@ -71,6 +76,8 @@ pub enum Command {
     Engine(EngineArgs),
     /// Stop every app and the background engine.
     Shutdown,
+    /// Show the platform, the chosen folders, GPUs, memory, disks and tools, and what to fix.
+    Doctor(DoctorArgs),
 }
 
 /// `--arg KEY=VALUE`, repeatable.
@@ -224,10 +231,89 @@ pub struct StatusArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Print the report as one JSON document.
+    #[arg(long)]
+    pub json: bool,
+    /// How long the tools' version commands may take, in milliseconds
+    /// (a tool that does not answer is shown without its version).
+    #[arg(long, value_name = "MS", default_value_t = 250)]
+    pub tool_timeout_ms: u64,
+}
+
+#[derive(Debug, Args)]
 pub struct UninstallArgs {
     /// The installed app's name (its folder under HOME/api).
     #[arg(value_name = "APP")]
     pub app: String,
+}
+
+#[derive(Debug, Args)]
+pub struct DriveArgs {
+    #[command(subcommand)]
+    pub command: DriveCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DriveCommand {
+    /// Find identical files across apps (HOME/api/*) and the drive by
+    /// SHA-256 and keep one copy: the others become hard links (symlinks to
+    /// the drive's copy across file systems). Reports the bytes saved.
+    Dedupe {
+        /// Only report what would be linked.
+        #[arg(long)]
+        dry_run: bool,
+        /// Ignore smaller files: bytes, or with a K, M, G suffix (KiB...).
+        #[arg(long, value_name = "N", default_value = "1M", value_parser = parse_size)]
+        min_size: u64,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Disk usage per app and per drive (links not counted twice).
+    Stats {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the links made into the drive and check them; exit status 1
+    /// when one is broken (its target vanished, a loop, replaced).
+    Links {
+        /// First forget links that no longer exist (uninstalled apps).
+        #[arg(long)]
+        prune: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Undo a link: replace it by a copy of what it points to (the drive
+    /// keeps its data).
+    Unlink {
+        /// The link (a path listed by `pinokio drive links`).
+        #[arg(value_name = "PATH")]
+        path: PathBuf,
+    },
+}
+
+/// `1048576`, `512K`, `1M`, `2G`, `1MiB`, `1.5G` -> bytes (powers of 1024).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("expected a size such as 1048576, 512K, 1M or 2G, got {s:?}"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        other => return Err(format!("unknown size unit {other:?} in {s:?}")),
+    };
+    Ok((n * mult as f64) as u64)
 }
 
 fn parse_mirror(s: &str) -> Result<pinokio_core::apps::Mirror, String> {
@@ -364,6 +450,17 @@ mod tests {
         );
         assert!(parse_key_value("novalue").is_err());
         assert!(parse_key_value("=1").is_err());
+    }
+
+    #[test]
+    fn sizes_parse_with_units() {
+        assert_eq!(parse_size("100").unwrap(), 100);
+        assert_eq!(parse_size("512K").unwrap(), 512 << 10);
+        assert_eq!(parse_size("1M").unwrap(), 1 << 20);
+        assert_eq!(parse_size("1MiB").unwrap(), 1 << 20);
+        assert_eq!(parse_size("1.5g").unwrap(), 3 << 29);
+        assert!(parse_size("x").is_err());
+        assert!(parse_size("5Q").is_err());
     }
 
     #[test]

@@ -3,14 +3,210 @@
 //! The core never prints; this is the only place `pinokio run` writes what a
 //! run does. Step headers and output go to stdout, warnings and errors to
 //! stderr. Write errors (a closed pipe) are ignored rather than panicking.
+//!
+//! Download progress (`Progress` events) is drawn as progress bars on stderr
+//! when stderr is a terminal, and printed as plain lines on stderr every few
+//! seconds otherwise (pipes, notebook cells, logs). While a download is
+//! shown that way, the step's own periodic `downloading ...` output lines
+//! are left out so they do not repeat it.
 
+use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use pinokio_core::download::progress_text;
 use pinokio_core::{Event, EventKind};
 use serde_json::Value;
+
+/// How often a plain progress line is printed per download.
+pub const PLAIN_PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// How download progress is shown.
+enum ProgressMode {
+    /// indicatif bars on stderr (a terminal).
+    Bars(MultiProgress),
+    /// A plain line on stderr at most this often per download.
+    Lines(Duration),
+    /// Nothing (JSON output carries the events themselves).
+    Off,
+}
+
+/// A bar with the plain progress text beside it (cut to the terminal's
+/// width), or a spinner when the size is unknown.
+fn bar_style(sized: bool) -> ProgressStyle {
+    let template = if sized {
+        "{prefix}[{bar:24}] {wide_msg}"
+    } else {
+        "{prefix}{spinner} {wide_msg}"
+    };
+    ProgressStyle::with_template(template)
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ")
+}
+
+/// One download being shown: (script, step index, file name).
+type ProgressKey = (String, usize, String);
+
+struct Shown {
+    bar: Option<ProgressBar>,
+    last_line: Option<Instant>,
+}
+
+/// The downloads being shown and how.
+pub struct ProgressView {
+    mode: ProgressMode,
+    active: HashMap<ProgressKey, Shown>,
+}
+
+impl ProgressView {
+    /// Bars on a terminal, else plain lines every [`PLAIN_PROGRESS_EVERY`].
+    pub fn for_stderr() -> Self {
+        if std::io::stderr().is_terminal() {
+            Self::bars(ProgressDrawTarget::stderr())
+        } else {
+            Self::lines(PLAIN_PROGRESS_EVERY)
+        }
+    }
+    pub fn bars(target: ProgressDrawTarget) -> Self {
+        ProgressView {
+            mode: ProgressMode::Bars(MultiProgress::with_draw_target(target)),
+            active: HashMap::new(),
+        }
+    }
+    pub fn lines(every: Duration) -> Self {
+        ProgressView {
+            mode: ProgressMode::Lines(every),
+            active: HashMap::new(),
+        }
+    }
+    pub fn off() -> Self {
+        ProgressView {
+            mode: ProgressMode::Off,
+            active: HashMap::new(),
+        }
+    }
+
+    /// Take a `Progress` event; returns the plain lines to print on stderr
+    /// now (always empty with bars).
+    pub fn on_progress(&mut self, ev: &Event, now: Instant) -> Vec<String> {
+        let EventKind::Progress {
+            index,
+            name,
+            bytes,
+            total,
+            rate,
+            eta,
+            done,
+        } = &ev.kind
+        else {
+            return Vec::new();
+        };
+        let indent = "  ".repeat(ev.depth);
+        let text = progress_text(name, *bytes, *total, *rate, *eta);
+        let key = (ev.script.clone(), *index, name.clone());
+        match &self.mode {
+            ProgressMode::Off => Vec::new(),
+            ProgressMode::Lines(every) => {
+                let every = *every;
+                let shown = self.active.entry(key.clone()).or_insert(Shown {
+                    bar: None,
+                    last_line: None,
+                });
+                let due = *done
+                    || shown
+                        .last_line
+                        .is_none_or(|t| now.duration_since(t) >= every);
+                if due {
+                    shown.last_line = Some(now);
+                }
+                if *done {
+                    self.active.remove(&key);
+                }
+                if due {
+                    vec![format!("{indent}{text}")]
+                } else {
+                    Vec::new()
+                }
+            }
+            ProgressMode::Bars(multi) => {
+                let shown = self.active.entry(key.clone()).or_insert_with(|| {
+                    // Styled before it is added, so its first frame is ours.
+                    let bar = ProgressBar::hidden().with_style(bar_style(total.is_some()));
+                    Shown {
+                        bar: Some(multi.add(bar)),
+                        last_line: None,
+                    }
+                });
+                if let Some(bar) = &shown.bar {
+                    if let Some(t) = total {
+                        if bar.length() != Some(*t) {
+                            bar.set_length(*t);
+                        }
+                    }
+                    bar.set_prefix(indent);
+                    bar.set_position(*bytes);
+                    bar.set_message(text);
+                    if *done {
+                        bar.finish_and_clear();
+                        multi.remove(bar);
+                    }
+                }
+                if *done {
+                    self.active.remove(&key);
+                }
+                Vec::new()
+            }
+        }
+    }
+
+    /// Is this the step's own plain progress line for a download shown here?
+    pub fn hides_output(&self, ev: &Event) -> bool {
+        let EventKind::Output {
+            index: Some(index),
+            text,
+        } = &ev.kind
+        else {
+            return false;
+        };
+        self.active.keys().any(|(script, i, name)| {
+            *script == ev.script
+                && i == index
+                && text.starts_with(&format!("downloading {name}: "))
+                && text.trim_end().lines().count() == 1
+        })
+    }
+
+    /// A step (`Some(index)`) or a whole run (`None`) ended: forget its
+    /// downloads (a failed one never sends `done`).
+    pub fn end(&mut self, script: &str, index: Option<usize>) {
+        let gone: Vec<ProgressKey> = self
+            .active
+            .keys()
+            .filter(|(s, i, _)| s == script && index.is_none_or(|x| x == *i))
+            .cloned()
+            .collect();
+        for k in gone {
+            if let Some(Shown { bar: Some(bar), .. }) = self.active.remove(&k) {
+                bar.finish_and_clear();
+                if let ProgressMode::Bars(multi) = &self.mode {
+                    multi.remove(&bar);
+                }
+            }
+        }
+    }
+
+    /// Run `f` with the bars hidden (so printed lines do not tear them).
+    fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
+        match &self.mode {
+            ProgressMode::Bars(multi) if !self.active.is_empty() => multi.suspend(f),
+            _ => f(),
+        }
+    }
+}
 
 /// Where a rendered line goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +233,7 @@ pub struct Renderer {
     /// Called once when stdout is closed (a pipe reader went away).
     on_closed: Mutex<Option<Box<dyn FnOnce() + Send>>>,
     closed: AtomicBool,
+    progress: Mutex<ProgressView>,
 }
 
 impl Renderer {
@@ -52,6 +249,11 @@ impl Renderer {
             at_line_start: Mutex::new(true),
             on_closed: Mutex::new(None),
             closed: AtomicBool::new(false),
+            progress: Mutex::new(if json {
+                ProgressView::off()
+            } else {
+                ProgressView::for_stderr()
+            }),
         }
     }
 
@@ -85,10 +287,30 @@ impl Renderer {
             }
             return;
         }
-        let pieces = human(ev, self.arrow);
+        let mut progress = self.progress.lock().unwrap_or_else(|p| p.into_inner());
+        let pieces = match &ev.kind {
+            EventKind::Progress { .. } => progress
+                .on_progress(ev, Instant::now())
+                .into_iter()
+                .map(|l| Piece::Line(Stream::Stderr, l))
+                .collect(),
+            EventKind::Output { .. } if progress.hides_output(ev) => Vec::new(),
+            _ => human(ev, self.arrow),
+        };
+        match &ev.kind {
+            EventKind::StepResult { index, .. } | EventKind::StepError { index, .. } => {
+                progress.end(&ev.script, Some(*index))
+            }
+            EventKind::RunEnd { .. } => progress.end(&ev.script, None),
+            _ => {}
+        }
         if pieces.is_empty() {
             return;
         }
+        progress.suspend(|| self.write_pieces(pieces));
+    }
+
+    fn write_pieces(&self, pieces: Vec<Piece>) {
         let mut at_start = self.at_line_start.lock().unwrap_or_else(|p| p.into_inner());
         let mut stdout = std::io::stdout().lock();
         for p in pieces {
@@ -247,6 +469,91 @@ mod tests {
             },
         );
         assert_eq!(human(&e, ">"), vec![Piece::Raw("hi".into())]);
+    }
+
+    fn progress(index: usize, name: &str, bytes: u64, total: Option<u64>, done: bool) -> Event {
+        ev(
+            0,
+            EventKind::Progress {
+                index,
+                name: name.into(),
+                bytes,
+                total,
+                rate: 2 * 1024 * 1024,
+                eta: total.map(|t| (t - bytes) / (2 * 1024 * 1024)),
+                done,
+            },
+        )
+    }
+
+    #[test]
+    fn plain_progress_lines_every_few_seconds_and_when_done() {
+        let mut v = ProgressView::lines(Duration::from_secs(5));
+        let t0 = Instant::now();
+        let mib = 1024 * 1024;
+        let total = Some(40 * mib);
+        assert_eq!(
+            v.on_progress(&progress(3, "m.bin", 0, total, false), t0),
+            vec!["downloading m.bin: 0.0 MiB / 40.0 MiB (0%), 2.0 MiB/s, ETA 20s"]
+        );
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        assert!(v
+            .on_progress(&progress(3, "m.bin", 2 * mib, total, false), at(1))
+            .is_empty());
+        assert!(v
+            .on_progress(&progress(3, "m.bin", 8 * mib, total, false), at(4))
+            .is_empty());
+        assert_eq!(
+            v.on_progress(&progress(3, "m.bin", 12 * mib, total, false), at(5)),
+            vec!["downloading m.bin: 12.0 MiB / 40.0 MiB (30%), 2.0 MiB/s, ETA 14s"]
+        );
+        // The step's own progress line is hidden while the download is shown.
+        let own = ev(
+            0,
+            EventKind::Output {
+                index: Some(3),
+                text: "downloading m.bin: 12.0 MiB / 40.0 MiB (30%), 2.0 MiB/s\n".into(),
+            },
+        );
+        let other = ev(
+            0,
+            EventKind::Output {
+                index: Some(3),
+                text: "downloaded other.bin (1.0 MiB)\n".into(),
+            },
+        );
+        assert!(v.hides_output(&own));
+        assert!(!v.hides_output(&other));
+        assert_eq!(
+            v.on_progress(&progress(3, "m.bin", 40 * mib, total, true), at(6)),
+            vec!["downloading m.bin: 40.0 MiB / 40.0 MiB (100%), 2.0 MiB/s, ETA 0s"]
+        );
+        assert!(!v.hides_output(&own));
+        // Unknown size; a failed step forgets its download.
+        assert_eq!(
+            v.on_progress(&progress(4, "x", mib, None, false), at(7)),
+            vec!["downloading x: 1.0 MiB, 2.0 MiB/s"]
+        );
+        v.end("/h/api/app/start.json", Some(4));
+        assert!(v.active.is_empty());
+    }
+
+    #[test]
+    fn progress_bars_draw_nothing_as_lines() {
+        let mut v = ProgressView::bars(indicatif::ProgressDrawTarget::hidden());
+        let t0 = Instant::now();
+        assert!(v
+            .on_progress(&progress(1, "a", 5, Some(10), false), t0)
+            .is_empty());
+        assert_eq!(v.active.len(), 1);
+        let bar = v.active.values().next().unwrap().bar.clone().unwrap();
+        assert_eq!((bar.position(), bar.length()), (5, Some(10)));
+        v.on_progress(&progress(1, "a", 10, Some(10), true), t0);
+        assert!(v.active.is_empty() && bar.is_finished());
+        let mut off = ProgressView::off();
+        assert!(off
+            .on_progress(&progress(1, "a", 5, Some(10), false), t0)
+            .is_empty());
     }
 
     #[test]

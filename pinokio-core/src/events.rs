@@ -81,6 +81,24 @@ pub enum EventKind {
     },
     /// Text a step printed (terminal output, `log`, method messages).
     Output { index: Option<usize>, text: String },
+    /// How far a download of a step has come (`fs.download`, `hf.download`):
+    /// a few per second while bytes arrive, then one with `done: true` when
+    /// the file is in place. Frontends draw progress bars from these; the
+    /// step also prints a plain progress line every few seconds.
+    Progress {
+        index: usize,
+        /// The file: its name, or its path in a Hugging Face repository.
+        name: String,
+        /// Bytes downloaded so far (resumed bytes included).
+        bytes: u64,
+        /// The file size, when the server said.
+        total: Option<u64>,
+        /// Bytes per second over the last few seconds.
+        rate: u64,
+        /// Seconds left, when the size and rate are known.
+        eta: Option<u64>,
+        done: bool,
+    },
     /// A step finished with a result (`None`: `undefined`).
     StepResult { index: usize, result: Option<Value> },
     /// Something suspicious that upstream ignores silently (an unresolved

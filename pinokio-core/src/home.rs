@@ -200,6 +200,12 @@ impl PinokioHome {
     }
 }
 
+/// The `origin` remote URL of the git repository at `dir` (read from
+/// `dir/.git/config`; no git needed).
+pub fn origin_url(dir: &Path) -> Option<String> {
+    read_origin_url(&dir.join(".git").join("config"))
+}
+
 /// Read `remote "origin"` `url` from a git config file (no git needed).
 fn read_origin_url(config: &Path) -> Option<String> {
     let text = std::fs::read_to_string(config).ok()?;

@@ -57,13 +57,13 @@ fn unsupported_method_fails_with_not_supported_yet() {
     write(
         &e,
         "a/s.json",
-        r#"{"run":[{"method":"fs.link","params":{"drive":{"models":"app/models"}}}]}"#,
+        r#"{"run":[{"method":"gradio.predict","params":{"uri":"http://127.0.0.1:7860"}}]}"#,
     );
     let out = e.run(RunRequest::new("~/api/a/s.json"));
     assert_eq!(out.status, RunStatus::Error);
     let msg = out.error.unwrap().to_string();
     assert!(
-        msg.contains("step 0 (fs.link): not supported yet: fs.link"),
+        msg.contains("step 0 (gradio.predict): not supported yet: gradio.predict"),
         "{msg}"
     );
 }

@@ -3,6 +3,8 @@
 pub mod apps;
 pub mod catalog;
 pub mod daemon;
+pub mod doctor;
+pub mod drive;
 pub mod maintain;
 pub mod menu;
 pub mod plan;
@@ -23,6 +25,10 @@ pub const LOAD_LIMIT_ENV: &str = "PINOKIO_LOAD_LIMIT_MS";
 pub const STRICT_EXIT_ENV: &str = "PINOKIO_STRICT_EXIT";
 
 pub fn dispatch(cli: Cli) -> Result<ExitCode> {
+    if let Command::Doctor(a) = cli.command {
+        // reports the layout without creating anything
+        return doctor::doctor(cli.home.as_deref(), a);
+    }
     let home = locate_home(cli.home.as_deref())?;
     let options = engine_options()?;
     match cli.command {
@@ -35,6 +41,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Install(a) => apps::install(home, options, a),
         Command::Up(a) => apps::up(home, options, a),
         Command::Uninstall(a) => apps::uninstall(home, options, a),
+        Command::Drive(a) => drive::drive(home, a),
         Command::Status(a) => apps::status(home, options, a),
         Command::Logs(a) => maintain::logs(home, a),
         Command::Update(a) => maintain::update(home, options, a),
@@ -43,6 +50,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Stop(a) => daemon::stop(home, a),
         Command::Engine(a) => daemon::engine(home, options, a),
         Command::Shutdown => daemon::shutdown(home),
+        Command::Doctor(_) => unreachable!("handled above"),
     }
 }
 
@@ -70,10 +78,30 @@ pub fn catalog_clone_url(home: &PinokioHome, id: &str) -> Result<Option<String>>
     }
 }
 
-/// `--home`, else `PINOKIO_HOME`, else `~/pinokio`.
+/// `--home`, else `PINOKIO_HOME`, else the platform's layout
+/// (`pinokio_cloud::layout`: persistent storage on cloud machines, today's
+/// `~/pinokio` on a local one). A layout with a relocated cache
+/// (`PINOKIO_CACHE_DIR`, small or slow persistent storage) links
+/// `HOME/cache` to it; a new platform home is announced on stderr.
 fn locate_home(explicit: Option<&Path>) -> Result<PinokioHome> {
-    let env = std::env::var("PINOKIO_HOME").ok();
-    PinokioHome::locate(explicit, env.as_deref()).context("cannot locate the Pinokio home folder")
+    let env = std::env::var("PINOKIO_HOME")
+        .ok()
+        .filter(|h| !h.trim().is_empty());
+    let given = explicit.is_some() || env.is_some();
+    if given && std::env::var_os(pinokio_cloud::layout::CACHE_ENV).is_none() {
+        return PinokioHome::locate(explicit, env.as_deref())
+            .context("cannot locate the Pinokio home folder");
+    }
+    let layout = pinokio_cloud::layout::Layout::for_this_machine(explicit);
+    if let Some(notice) = layout.first_use_notice() {
+        eprintln!("{notice}");
+    }
+    if layout.cache_relocated {
+        layout
+            .apply()
+            .context("cannot prepare the Pinokio home folder")?;
+    }
+    Ok(PinokioHome::new(&layout.home))
 }
 
 /// Default options, with `PINOKIO_LOAD_LIMIT_MS` applied.

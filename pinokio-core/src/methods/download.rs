@@ -2,6 +2,11 @@
 //! [`crate::download`]: `url`/`uri` (one or a list), `path` or `dir`, plus
 //! our `sha256`, `md5`, `connections`, `retries`, `extract` (`true` or a
 //! folder) and `keep`. Result: undefined.
+//!
+//! Progress: [`EventKind::Progress`] events plus a plain output line every
+//! few seconds ([`ProgressReporter`], shared with `hf.download`). The
+//! Hugging Face token (from the run's environment, as `hf` reads it) is
+//! only sent to the Hub.
 
 use std::cell::Cell;
 use std::time::{Duration, Instant};
@@ -13,6 +18,7 @@ use serde_json::Value;
 use super::net::client_for;
 use super::{parse_params, MethodCx, MethodError, Registry};
 use crate::download::{self, redact, DownloadError, DownloadOptions, Progress};
+use crate::events::EventKind;
 use crate::template::js_string;
 
 pub fn register(r: &mut Registry) {
@@ -34,22 +40,94 @@ struct Params {
     keep: Option<bool>,
 }
 
-fn mib(b: u64) -> String {
+pub(crate) fn mib(b: u64) -> String {
     format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0))
 }
 
-/// "downloading x: 12.0 MiB / 40.0 MiB (30%), 8.1 MiB/s, ETA 3s"
-pub(crate) fn progress_line(name: &str, p: &Progress) -> String {
-    let mut s = format!("downloading {name}: {}", mib(p.done));
-    if let Some(t) = p.total {
-        let pct = (p.done * 100).checked_div(t).unwrap_or(100);
-        s.push_str(&format!(" / {} ({pct}%)", mib(t)));
+/// How often a download emits a [`EventKind::Progress`] event.
+const EVENT_EVERY: Duration = Duration::from_millis(500);
+/// How often a plain progress line goes to the run's output (logs,
+/// frontends that do not draw bars).
+const TEXT_EVERY: Duration = Duration::from_secs(5);
+
+/// Reports one file's download for a step: `Progress` events (at most
+/// every [`EVENT_EVERY`], and a final `done` one) and a plain
+/// `downloading ...` output line every [`TEXT_EVERY`].
+pub(crate) struct ProgressReporter<'a, 'b> {
+    cx: &'a MethodCx<'b>,
+    name: String,
+    last_event: Cell<Option<Instant>>,
+    last_text: Cell<Instant>,
+    latest: Cell<Option<Progress>>,
+    text: bool,
+}
+
+impl<'a, 'b> ProgressReporter<'a, 'b> {
+    /// `text: false` leaves out the plain output lines (quiet steps).
+    pub(crate) fn new(cx: &'a MethodCx<'b>, name: impl Into<String>, text: bool) -> Self {
+        ProgressReporter {
+            cx,
+            name: name.into(),
+            last_event: Cell::new(None),
+            last_text: Cell::new(Instant::now()),
+            latest: Cell::new(None),
+            text,
+        }
     }
-    s.push_str(&format!(", {}/s", mib(p.rate as u64)));
-    if let Some(e) = p.eta {
-        s.push_str(&format!(", ETA {}s", e.as_secs()));
+
+    fn event(&self, p: &Progress, done: bool) {
+        self.cx.emit(EventKind::Progress {
+            index: self.cx.index,
+            name: self.name.clone(),
+            bytes: p.done,
+            total: p.total,
+            rate: p.rate as u64,
+            eta: p.eta.map(|e| e.as_secs()),
+            done,
+        });
     }
-    s
+
+    /// A report from the downloader.
+    pub(crate) fn report(&self, p: Progress) {
+        self.latest.set(Some(p));
+        let due = self
+            .last_event
+            .get()
+            .is_none_or(|t| t.elapsed() >= EVENT_EVERY);
+        if due {
+            self.last_event.set(Some(Instant::now()));
+            self.event(&p, false);
+        }
+        if self.text && self.last_text.get().elapsed() >= TEXT_EVERY {
+            self.last_text.set(Instant::now());
+            self.cx.output(format!(
+                "{}\n",
+                download::progress_text(
+                    &self.name,
+                    p.done,
+                    p.total,
+                    p.rate as u64,
+                    p.eta.map(|e| e.as_secs())
+                )
+            ));
+        }
+    }
+
+    /// The file is complete (`bytes` long). Only downloads that reported
+    /// progress get a final event.
+    pub(crate) fn finish(&self, bytes: u64) {
+        if let Some(last) = self.latest.get() {
+            self.event(
+                &Progress {
+                    done: bytes,
+                    total: Some(bytes),
+                    rate: last.rate,
+                    eta: Some(Duration::ZERO),
+                },
+                true,
+            );
+        }
+    }
 }
 
 fn fs_download(cx: &mut MethodCx<'_>, params: Value) -> Result<Option<Value>, MethodError> {
@@ -69,13 +147,18 @@ fn fs_download(cx: &mut MethodCx<'_>, params: Value) -> Result<Option<Value>, Me
     if urls.len() > 1 && p.dir.is_none() {
         return Err(invalid("a list of URLs needs `dir`"));
     }
+    // The token and endpoint the run's environment gives `hf`.
+    let hf = crate::hf::HfConfig::from_env(
+        &cx.engine.env_for(cx.run.app_root.as_deref()),
+        cx.engine.home().cache().join("HF_HOME"),
+    );
     let opts = DownloadOptions {
         sha256: p.sha256.clone(),
         md5: p.md5.clone(),
         connections: p.connections,
         retries: p.retries,
-        hf_token: std::env::var("HF_TOKEN").ok(),
-        hf_endpoint: std::env::var("HF_ENDPOINT").ok(),
+        hf_token: hf.token.clone(),
+        hf_endpoint: Some(hf.endpoint.clone()),
         ..Default::default()
     };
     let cancel = cx.run.stop.clone();
@@ -101,19 +184,15 @@ fn fs_download(cx: &mut MethodCx<'_>, params: Value) -> Result<Option<Value>, Me
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let last = Cell::new(Instant::now());
-        let progress = |pr: Progress| {
-            if last.get().elapsed() >= Duration::from_secs(2) {
-                last.set(Instant::now());
-                cx.output(format!("{}\n", progress_line(&name, &pr)));
-            }
-        };
+        let reporter = ProgressReporter::new(cx, name.clone(), true);
+        let progress = |pr: Progress| reporter.report(pr);
         let out =
             download::download_probed(&client, &url, &probe, &dest, &opts, &progress, &cancel)
                 .map_err(to_err)?;
         if out.skipped {
             cx.output(format!("{name} is already downloaded\n"));
         } else {
+            reporter.finish(out.bytes);
             cx.output(format!("downloaded {name} ({})\n", mib(out.bytes)));
         }
         let into = match &p.extract {

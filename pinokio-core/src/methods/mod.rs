@@ -15,9 +15,11 @@ use crate::events::EventKind;
 use crate::js::JsRuntime;
 
 pub mod download;
+pub mod drive;
 pub mod env;
 pub mod fs;
 pub mod gui;
+pub mod hf;
 pub mod json;
 pub mod jump;
 pub mod log;
@@ -144,18 +146,6 @@ where
 /// to the user.
 pub const NOT_SUPPORTED: &[(&str, &str)] = &[
     (
-        "fs.link",
-        "the virtual drive arrives with the download manager",
-    ),
-    (
-        "fs.share",
-        "the virtual drive arrives with the download manager",
-    ),
-    (
-        "hf.download",
-        "Hugging Face downloads arrive with the download manager",
-    ),
-    (
         "hf.upload",
         "Hugging Face uploads are not supported headless",
     ),
@@ -255,6 +245,8 @@ impl Registry {
         gui::register(&mut r);
         env::register(&mut r);
         download::register(&mut r);
+        drive::register(&mut r);
+        hf::register(&mut r);
         r
     }
 

@@ -483,6 +483,8 @@ pub fn shell_env(
 ) -> BTreeMap<String, String> {
     let home = cx.engine.home().root().to_path_buf();
     let mut env = cx.engine.env_for(cx.run.app_root.as_deref());
+    // HF_HOME, TORCH_HOME, ... into HOME/cache when no layer sets them
+    crate::drive::fill_shared_caches(&home, &mut env);
     for (k, v) in [
         ("CONDA_SHORTCUTS", "0"),
         ("CMAKE_OBJECT_PATH_MAX", "1024"),
