@@ -72,6 +72,10 @@ pub enum Command {
     Start(StartArgs),
     /// Stop an app running in the background engine.
     Stop(StopArgs),
+    /// Make a running app reachable from your browser: the platform's proxy, else a tunnel.
+    Expose(ExposeArgs),
+    /// Stop exposing an app (its tunnels stop).
+    Unexpose(StopArgs),
     /// Run the background engine in the foreground (started on demand by `start`).
     Engine(EngineArgs),
     /// Stop every app and the background engine.
@@ -180,6 +184,27 @@ pub struct StartArgs {
     pub script: Option<String>,
     #[command(flatten)]
     pub args: ScriptArgs,
+    /// Expose the web UI (default on cloud platforms: through the platform's proxy).
+    #[arg(long, overrides_with = "no_expose")]
+    pub expose: bool,
+    /// Do not expose the web UI.
+    #[arg(long)]
+    pub no_expose: bool,
+    /// How to expose it.
+    #[arg(long, value_name = "HOW", value_parser = ["auto", "platform", "cloudflare", "ngrok", "localtunnel"])]
+    pub via: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExposeArgs {
+    /// The running app's name.
+    #[arg(value_name = "APP")]
+    pub app: String,
+    /// How: the platform's proxy, or a public tunnel (default: the platform's
+    /// proxy when there is one, else the first tunnel program found). A public
+    /// tunnel lets anyone with its URL use the app.
+    #[arg(long, value_name = "HOW", default_value = "auto", value_parser = ["auto", "platform", "cloudflare", "ngrok", "localtunnel"])]
+    pub via: String,
 }
 
 #[derive(Debug, Args)]

@@ -250,3 +250,70 @@ fn two_apps_run_at_once_in_the_background_engine() {
     }
     assert!(!http_ok(&b));
 }
+
+/// A stand-in `cloudflared` that prints what the real one prints.
+fn fake_cloudflared(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let p = dir.join("cloudflared");
+    std::fs::write(
+        &p,
+        "#!/bin/sh\n\
+         echo '2026-11-21T10:00:00Z INF Requesting new quick Tunnel on trycloudflare.com...' >&2\n\
+         echo '2026-11-21T10:00:01Z INF |  https://fake-demo-tunnel.trycloudflare.com                                      |' >&2\n\
+         exec sleep 300\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn start_exposes_through_the_platform_proxy_and_expose_opens_a_tunnel() {
+    let t = tempfile::tempdir().unwrap();
+    let url = launcher_repo(t.path());
+    let home = t.path().join("home");
+    let tools = t.path().join("tools");
+    fake_cloudflared(&tools);
+    let path = format!("{}:{}", tools.display(), std::env::var("PATH").unwrap());
+    let run = |args: &[&str]| {
+        cmd(&home)
+            .env("PATH", &path)
+            .env("RUNPOD_POD_ID", "pod42")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    assert!(run(&["install", &url, "--name", "demo"]).status.success());
+    // on RunPod, start exposes through the platform's proxy by default
+    let out = run(&["start", "demo"]);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{stderr}");
+    let web = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let port = web.rsplit(':').next().unwrap().trim_end_matches('/');
+    assert!(
+        stderr.contains(&format!(
+            "platform URL: https://pod42-{port}.proxy.runpod.net"
+        )),
+        "{stderr}"
+    );
+    // a tunnel on request; status lists it
+    let out = run(&["expose", "demo", "--via", "cloudflare"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "https://fake-demo-tunnel.trycloudflare.com"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("anyone with this URL"));
+    let out = run(&["unexpose", "demo"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("stopped 2 exposure(s)"));
+    // exposing an app that is not running is refused
+    assert!(run(&["stop", "demo"]).status.success());
+    let out = run(&["expose", "demo"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not running"));
+    assert!(run(&["shutdown"]).status.success());
+}

@@ -23,6 +23,7 @@
 
 pub mod command;
 pub mod doctor;
+pub mod expose;
 pub mod gpu;
 pub mod layout;
 pub mod platform;

@@ -9,9 +9,12 @@
 //! | request | reply |
 //! | --- | --- |
 //! | `{"op":"ping"}` | `{"ok":true,"pid":N,"home":"..."}` |
-//! | `{"op":"start","app":"NAME","script":null,"args":null}` | once the web UI is up (or the script ended): `{"ok":true,"url":"...","ran":[...]}` |
-//! | `{"op":"stop","app":"NAME"}` | `{"ok":true,"stopped":["script", ...]}` |
-//! | `{"op":"status"}` | `{"ok":true,"apps":[{"app","scripts","url","pids","uptime_s"}]}` |
+//! | `{"op":"start","app":"NAME","script":null,"args":null,"expose":null,"via":null}` | once the web UI is up (or the script ended): `{"ok":true,"url":"...","ran":[...],"exposure"?:{...},"expose_error"?:"..."}` |
+//! | `{"op":"stop","app":"NAME"}` | `{"ok":true,"stopped":["script", ...]}` (its tunnels stop too) |
+//! | `{"op":"status"}` | `{"ok":true,"apps":[{"app","scripts","url","exposures","pids","uptime_s"}]}` |
+//! | `{"op":"expose","app":"NAME","via":null}` | `{"ok":true,"exposure":{"app","via","local_url","public_url","state","note"}}` |
+//! | `{"op":"unexpose","app":"NAME"}` | `{"ok":true,"stopped":[exposure, ...]}` |
+//! | `{"op":"exposures"}` | `{"ok":true,"exposures":[...]}` |
 //! | `{"op":"menu","app":"NAME"}` | `{"ok":true,"menu":{...}}` (evaluated against the live state) |
 //! | `{"op":"shutdown"}` | `{"ok":true}`, then every app is stopped and the engine exits |
 //!
@@ -151,6 +154,9 @@ pub fn serve_reporting(
             Err(_) => std::thread::sleep(Duration::from_millis(100)),
         }
     }
+    for e in engine.exposer().exposures() {
+        engine.exposer().unexpose(&e.app);
+    }
     engine.shutdown();
     if let Ok(store) = StateStore::open(&home) {
         for (name, _) in apps::installed(&engine) {
@@ -234,14 +240,18 @@ fn dispatch(
             }
             if running {
                 if let Some(url) = url_of(engine, &dir) {
-                    return Ok(json!({"url": url, "ran": [], "already_running": true}));
+                    let mut reply = json!({"url": url, "ran": [], "already_running": true});
+                    expose_on_start(engine, req, name, &url, &mut reply);
+                    return Ok(reply);
                 }
             }
             let _ = store.set_app_state(name, AppState::Running, None);
             match apps::up(engine, &dir, 8) {
                 Ok(up) => {
                     record(engine, &store, name, &dir);
-                    Ok(json!({"url": up.url, "ran": up.ran}))
+                    let mut reply = json!({"url": up.url, "ran": up.ran});
+                    expose_on_start(engine, req, name, &up.url, &mut reply);
+                    Ok(reply)
                 }
                 Err(e) => {
                     let _ = store.set_app_state(name, AppState::Failed, Some(&e.to_string()));
@@ -253,6 +263,7 @@ fn dispatch(
             let name = app_name()?;
             let dir = apps::app_dir(engine, name).map_err(|e| e.to_string())?;
             let stopped = stop_app(engine, &dir);
+            engine.exposer().unexpose(name);
             if let Ok(store) = StateStore::open(engine.home().root()) {
                 let _ = store.set_app_state(name, AppState::Stopped, None);
                 // shells recorded by an earlier engine that are still alive
@@ -299,6 +310,7 @@ fn dispatch(
                     "app": name,
                     "scripts": scripts.iter().map(|(id, _)| id.strip_prefix(&prefix).unwrap_or(id).to_string()).collect::<Vec<_>>(),
                     "url": url_of(engine, &dir),
+                    "exposures": engine.exposer().exposures().into_iter().filter(|e| e.app == name).collect::<Vec<_>>(),
                     "pids": pids,
                     "uptime_s": now_ms().saturating_sub(since) / 1000,
                 }));
@@ -311,11 +323,44 @@ fn dispatch(
             let menu = engine.menu(&dir).map_err(|e| e.to_string())?;
             Ok(json!({ "menu": menu }))
         }
+        "expose" => {
+            let name = app_name()?;
+            let dir = apps::app_dir(engine, name).map_err(|e| e.to_string())?;
+            let url = url_of(engine, &dir).ok_or_else(|| {
+                format!("{name} is not running (or has shown no web UI URL yet); start it first")
+            })?;
+            let via = req.get("via").and_then(|v| v.as_str());
+            let e = engine.exposer().expose(name, &url, via)?;
+            Ok(json!({ "exposure": e }))
+        }
+        "unexpose" => {
+            let name = app_name()?;
+            Ok(json!({ "stopped": engine.exposer().unexpose(name) }))
+        }
+        "exposures" => Ok(json!({ "exposures": engine.exposer().exposures() })),
         "shutdown" => {
             stop.store(true, Ordering::SeqCst);
             Ok(json!({}))
         }
         other => Err(format!("unknown request {other:?}")),
+    }
+}
+
+/// Expose a started app when asked (`"expose": true`), or by default on a
+/// cloud platform unless told not to (`"expose": false`). A failure to
+/// expose does not fail the start: the reply says why.
+fn expose_on_start(engine: &Engine, req: &Value, app: &str, url: &str, reply: &mut Value) {
+    let wanted = match req.get("expose").and_then(|e| e.as_bool()) {
+        Some(w) => w,
+        None => engine.exposer().expose_by_default(),
+    };
+    if !wanted {
+        return;
+    }
+    let via = req.get("via").and_then(|v| v.as_str());
+    match engine.exposer().expose(app, url, via) {
+        Ok(e) => reply["exposure"] = json!(e),
+        Err(e) => reply["expose_error"] = json!(e),
     }
 }
 

@@ -127,9 +127,16 @@ pub struct EngineBuilder {
     registry: Option<Registry>,
     state: Option<Arc<crate::state::StateStore>>,
     supervisor: Option<crate::process::Supervisor>,
+    exposer: Arc<dyn crate::expose::Exposer>,
 }
 
 impl EngineBuilder {
+    /// How apps are made reachable from outside (platform proxies,
+    /// tunnels); default: none.
+    pub fn exposer(mut self, e: Arc<dyn crate::expose::Exposer>) -> Self {
+        self.exposer = e;
+        self
+    }
     /// Run shells under supervisor processes so they outlive this engine
     /// and a later engine can re-adopt them ([`Engine::readopt`]).
     pub fn supervisor(mut self, s: crate::process::Supervisor) -> Self {
@@ -195,6 +202,7 @@ impl EngineBuilder {
                 home: self.home,
                 facts,
                 registry: self.registry.unwrap_or_else(Registry::standard),
+                exposer: self.exposer,
                 memory: Memory::default(),
                 sink: self.sink,
                 answers: self.answers,
@@ -213,6 +221,7 @@ struct Inner {
     home: PinokioHome,
     facts: Facts,
     registry: Registry,
+    exposer: Arc<dyn crate::expose::Exposer>,
     memory: Memory,
     sink: Arc<dyn EventSink>,
     answers: Arc<dyn InputAnswers>,
@@ -420,6 +429,7 @@ impl Engine {
             registry: None,
             state: None,
             supervisor: None,
+            exposer: Arc::new(crate::expose::NoExposer),
         }
     }
 
@@ -676,6 +686,11 @@ impl Engine {
                 .update_local(id, |l| *l = Value::Object(map));
         }
         true
+    }
+
+    /// How apps are exposed.
+    pub fn exposer(&self) -> &Arc<dyn crate::expose::Exposer> {
+        &self.inner.exposer
     }
 
     /// Is a script (by absolute path) running?

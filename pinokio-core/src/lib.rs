@@ -24,6 +24,7 @@ pub mod drive;
 pub mod engine;
 pub mod envfile;
 pub mod events;
+pub mod expose;
 pub mod extract;
 pub mod facts;
 pub mod hf;

@@ -86,6 +86,10 @@ pub(crate) fn engine(home: PinokioHome, options: EngineOptions, verbose: bool) -
             b = b.state(Arc::new(store));
         }
     }
+    b = b.exposer(Arc::new(pinokio_cloud::expose::exposer_for(
+        home.root(),
+        None,
+    )));
     b.build().context("cannot start the engine")
 }
 
@@ -295,6 +299,18 @@ pub fn up(home: PinokioHome, options: EngineOptions, a: UpArgs) -> Result<ExitCo
     };
     store.set_app_state(&id, AppState::Running, None)?;
     println!("{}", up.url);
+    // on a cloud platform, also the URL the browser can open
+    if engine.exposer().expose_by_default() {
+        match engine.exposer().expose(&id, &up.url, None) {
+            Ok(e) => eprintln!(
+                "{} URL: {}{}",
+                e.via,
+                e.public_url.as_deref().unwrap_or("-"),
+                e.note.map(|n| format!(" ({n})")).unwrap_or_default()
+            ),
+            Err(e) => eprintln!("not exposed: {e}"),
+        }
+    }
     eprintln!("{} is running; press Ctrl-C to stop it", dir.display());
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(100));

@@ -14,7 +14,7 @@ use pinokio_core::process::Supervisor;
 use pinokio_core::{Engine, EngineOptions, PinokioHome};
 use serde_json::{json, Value};
 
-use crate::cli::{EngineArgs, StartArgs, StopArgs};
+use crate::cli::{EngineArgs, ExposeArgs, StartArgs, StopArgs};
 
 /// `pinokio engine`: run the background engine in the foreground until
 /// Ctrl-C or a `shutdown` request.
@@ -31,9 +31,16 @@ pub fn engine(home: PinokioHome, options: EngineOptions, _a: EngineArgs) -> Resu
             args: vec![pinokio_core::process::shim::SHIM_ARG.into()],
             run_dir: home.root().join("run"),
         });
-    if let Ok(store) = pinokio_core::state::StateStore::open(home.root()) {
-        b = b.state(Arc::new(store));
+    let store = pinokio_core::state::StateStore::open(home.root())
+        .ok()
+        .map(Arc::new);
+    if let Some(store) = &store {
+        b = b.state(store.clone());
     }
+    b = b.exposer(Arc::new(pinokio_cloud::expose::exposer_for(
+        home.root(),
+        store,
+    )));
     let engine = b.build().context("cannot start the engine")?;
     let stop = Arc::new(AtomicBool::new(false));
     {
@@ -118,6 +125,55 @@ pub fn ensure_engine(home: &PinokioHome) -> Result<Client> {
     }
 }
 
+/// Tell where the app is exposed (stderr, so stdout stays the local URL).
+pub(crate) fn print_exposure(reply: &Value) {
+    if let Some(e) = reply.get("exposure").filter(|e| e.is_object()) {
+        eprintln!(
+            "{} URL: {}{}",
+            e["via"].as_str().unwrap_or("public"),
+            e["public_url"].as_str().unwrap_or("-"),
+            e["note"]
+                .as_str()
+                .map(|n| format!(" ({n})"))
+                .unwrap_or_default()
+        );
+    }
+    if let Some(err) = reply.get("expose_error").and_then(|e| e.as_str()) {
+        eprintln!("not exposed: {err}");
+    }
+}
+
+/// `pinokio expose APP`: make a running app reachable; print the URL.
+pub fn expose(home: PinokioHome, a: ExposeArgs) -> Result<ExitCode> {
+    let client = ensure_engine(&home)?;
+    let reply = client.request(&json!({"op": "expose", "app": a.app, "via": a.via}))?;
+    let e = &reply["exposure"];
+    println!("{}", e["public_url"].as_str().unwrap_or("-"));
+    eprintln!(
+        "{} exposed via {}{}",
+        a.app,
+        e["via"].as_str().unwrap_or("?"),
+        e["note"]
+            .as_str()
+            .map(|n| format!(" ({n})"))
+            .unwrap_or_default()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `pinokio unexpose APP`.
+pub fn unexpose(home: PinokioHome, a: StopArgs) -> Result<ExitCode> {
+    let client = ensure_engine(&home)?;
+    let reply = client.request(&json!({"op": "unexpose", "app": a.app}))?;
+    let n = reply["stopped"].as_array().map_or(0, |v| v.len());
+    if n == 0 {
+        println!("{} was not exposed", a.app);
+    } else {
+        println!("stopped {n} exposure(s) of {}", a.app);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `pinokio start APP`: start the app in the background engine, print its URL, return.
 pub fn start(home: PinokioHome, a: StartArgs) -> Result<ExitCode> {
     if !home.api().join(&a.app).is_dir() {
@@ -135,7 +191,16 @@ pub fn start(home: PinokioHome, a: StartArgs) -> Result<ExitCode> {
     if let Some(args) = a.args.to_object() {
         req["args"] = args;
     }
+    if a.expose || a.via.is_some() {
+        req["expose"] = json!(true);
+    } else if a.no_expose {
+        req["expose"] = json!(false);
+    }
+    if let Some(via) = &a.via {
+        req["via"] = json!(via);
+    }
     let reply = client.request(&req)?;
+    print_exposure(&reply);
     match reply.get("url").and_then(|u| u.as_str()) {
         Some(url) => {
             println!("{url}");

@@ -48,6 +48,8 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Reset(a) => maintain::reset(home, options, a),
         Command::Start(a) => daemon::start(home, a),
         Command::Stop(a) => daemon::stop(home, a),
+        Command::Expose(a) => daemon::expose(home, a),
+        Command::Unexpose(a) => daemon::unexpose(home, a),
         Command::Engine(a) => daemon::engine(home, options, a),
         Command::Shutdown => daemon::shutdown(home),
         Command::Doctor(_) => unreachable!("handled above"),

@@ -48,6 +48,17 @@ pub(crate) fn client_for(url: &Url, timeout: Option<Duration>) -> Result<Client,
     b.build().map_err(|e| error_chain(&e))
 }
 
+/// GET `url` (redirects followed) and return its status code: health
+/// checks of public URLs (tunnels, platform proxies).
+pub fn probe_status(url: &str, timeout: Duration) -> Result<u16, String> {
+    let u = Url::parse(url).map_err(|e| format!("{url}: {e}"))?;
+    let c = client_for(&u, Some(timeout))?;
+    c.get(u)
+        .send()
+        .map(|r| r.status().as_u16())
+        .map_err(|e| error_chain(&e))
+}
+
 fn is_loopback(url: &Url) -> bool {
     let Some(host) = url.host_str() else {
         return false;
