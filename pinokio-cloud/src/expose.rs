@@ -178,15 +178,10 @@ impl Provider {
     /// The public URL in one line of the program's output.
     pub fn find_url(self, line: &str) -> Option<String> {
         match self {
-            Provider::Cloudflare => {
-                let i = line.find("https://")?;
-                let rest = &line[i..];
-                let end = rest
-                    .find(|c: char| !(c.is_ascii_alphanumeric() || "-.:/".contains(c)))
-                    .unwrap_or(rest.len());
-                let url = &rest[..end];
-                url.ends_with(".trycloudflare.com").then(|| url.to_string())
-            }
+            // the URL pattern library knows cloudflared's banner
+            Provider::Cloudflare => crate::urls::detect_line(line)
+                .filter(|d| d.framework == "cloudflared")
+                .map(|d| d.printed),
             Provider::Ngrok => {
                 // logfmt: lvl=info msg="started tunnel" ... url=https://x.ngrok-free.app
                 let i = line.find(" url=https://")?;

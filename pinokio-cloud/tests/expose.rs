@@ -127,6 +127,26 @@ fn env_with(bin: &Path) -> BTreeMap<String, String> {
     env
 }
 
+/// A manager on `platform` whose tunnel programs are looked up in `bin`.
+fn manager(
+    platform: Platform,
+    host: FixtureHost,
+    home: &Path,
+    bin: &Path,
+    store: Option<Arc<StateStore>>,
+    opts: TunnelOptions,
+) -> TunnelManager {
+    TunnelManager::with_options(
+        platform,
+        Arc::new(host),
+        home,
+        env_with(bin),
+        store,
+        opts,
+        None,
+    )
+}
+
 fn fast() -> TunnelOptions {
     TunnelOptions {
         url_timeout: Duration::from_secs(5),
@@ -174,14 +194,13 @@ fn cloudflare_tunnel_starts_restarts_with_a_new_url_and_stops() {
     let bin = t.path().join("tools");
     stand_in(&bin, "cloudflared", CLOUDFLARED, true);
     let store = Arc::new(StateStore::open(&home).unwrap());
-    let m = TunnelManager::with_options(
+    let m = manager(
         Platform::Kaggle,
-        Arc::new(FixtureHost::new()),
+        FixtureHost::new(),
         &home,
-        env_with(&bin),
+        &bin,
         Some(store.clone()),
         fast(),
-        None,
     );
     // no platform proxy on Kaggle and no opt-in: refused, and says why
     let e = m.expose("demo", "http://127.0.0.1:7860", None).unwrap_err();
@@ -277,14 +296,13 @@ fn app_opt_in_passcode_and_provider_errors() {
         "PINOKIO_SHARE_CLOUDFLARE=true\nPINOKIO_SHARE_PASSCODE=s3cret\n",
     )
     .unwrap();
-    let m = TunnelManager::with_options(
+    let m = manager(
         Platform::Colab,
-        Arc::new(FixtureHost::new()),
+        FixtureHost::new(),
         &home,
-        env_with(&bin),
+        &bin,
         None,
         fast(),
-        None,
     );
     // the app's ENVIRONMENT opts in to a cloudflare tunnel
     let e = m.expose("optin", "http://127.0.0.1:7860", None).unwrap();
@@ -336,14 +354,13 @@ fn app_opt_in_passcode_and_provider_errors() {
     // a program that is not installed, an unknown provider, a silent one
     let empty = t.path().join("empty");
     std::fs::create_dir_all(&empty).unwrap();
-    let m3 = TunnelManager::with_options(
+    let m3 = manager(
         Platform::Local,
-        Arc::new(FixtureHost::new()),
+        FixtureHost::new(),
         &home,
-        env_with(&empty),
+        &empty,
         None,
         fast(),
-        None,
     );
     assert!(!m3.expose_by_default());
     let err = m3
@@ -362,14 +379,13 @@ fn app_opt_in_passcode_and_provider_errors() {
     let mut opts = fast();
     opts.url_timeout = Duration::from_millis(500);
     opts.max_restarts = 0;
-    let m4 = TunnelManager::with_options(
+    let m4 = manager(
         Platform::Local,
-        Arc::new(FixtureHost::new()),
+        FixtureHost::new(),
         &home,
-        env_with(&empty),
+        &empty,
         None,
         opts,
-        None,
     );
     let err = m4
         .expose("optin", "http://127.0.0.1:7860", Some("cloudflare"))
@@ -387,14 +403,13 @@ fn platform_proxy_is_the_default_on_runpod_and_unhealthy_tunnels_restart() {
     let home = t.path().join("home");
     let bin = t.path().join("tools");
     stand_in(&bin, "cloudflared", CLOUDFLARED, true);
-    let m = TunnelManager::with_options(
+    let m = manager(
         Platform::RunPod,
-        Arc::new(FixtureHost::new().env("RUNPOD_POD_ID", "pod9")),
+        FixtureHost::new().env("RUNPOD_POD_ID", "pod9"),
         &home,
-        env_with(&bin),
+        &bin,
         None,
         fast(),
-        None,
     );
     let e = m.expose("demo", "http://127.0.0.1:7860", None).unwrap();
     assert_eq!(e.via, "platform");
@@ -445,14 +460,13 @@ fn tunnels_do_not_outlive_their_manager() {
     let bin = t.path().join("tools");
     stand_in(&bin, "cloudflared", CLOUDFLARED, true);
     let store = Arc::new(StateStore::open(&home).unwrap());
-    let m = TunnelManager::with_options(
+    let m = manager(
         Platform::Local,
-        Arc::new(FixtureHost::new()),
+        FixtureHost::new(),
         &home,
-        env_with(&bin),
+        &bin,
         Some(store.clone()),
         fast(),
-        None,
     );
     m.expose("demo", "http://127.0.0.1:7860", Some("cloudflare"))
         .unwrap();

@@ -301,15 +301,11 @@ pub fn up(home: PinokioHome, options: EngineOptions, a: UpArgs) -> Result<ExitCo
     println!("{}", up.url);
     // on a cloud platform, also the URL the browser can open
     if engine.exposer().expose_by_default() {
-        match engine.exposer().expose(&id, &up.url, None) {
-            Ok(e) => eprintln!(
-                "{} URL: {}{}",
-                e.via,
-                e.public_url.as_deref().unwrap_or("-"),
-                e.note.map(|n| format!(" ({n})")).unwrap_or_default()
-            ),
-            Err(e) => eprintln!("not exposed: {e}"),
-        }
+        let reply = match engine.exposer().expose(&id, &up.url, None) {
+            Ok(e) => serde_json::json!({ "exposure": e }),
+            Err(e) => serde_json::json!({ "expose_error": e }),
+        };
+        crate::commands::daemon::print_exposure(&reply);
     }
     eprintln!("{} is running; press Ctrl-C to stop it", dir.display());
     while !stop.load(Ordering::SeqCst) {

@@ -265,6 +265,34 @@ enum ShellWriter {
 }
 
 impl Shell {
+    /// A running shell with a fresh state.
+    fn new(
+        record: &ProcessRecord,
+        tty: Option<PathBuf>,
+        subscribers: Vec<Sender<ShellEvent>>,
+        writer: ShellWriter,
+        master: Option<Box<dyn MasterPty + Send>>,
+    ) -> Arc<Shell> {
+        Arc::new(Shell {
+            id: record.shell_id.clone(),
+            group: record.group.clone(),
+            tty,
+            state: Mutex::new(ShellState {
+                record: record.clone(),
+                subscribers,
+                exited_sent: false,
+                reaped: false,
+                reader_done: false,
+                lingering: false,
+                exited_at: None,
+            }),
+            cond: Condvar::new(),
+            ring: Mutex::new(Ring::default()),
+            writer: Mutex::new(Some(writer)),
+            master: Mutex::new(master),
+        })
+    }
+
     fn st(&self) -> MutexGuard<'_, ShellState> {
         lock(&self.state)
     }
@@ -452,24 +480,13 @@ impl ProcessManager {
             exit_code: None,
         };
         let (tx, rx) = channel();
-        let shell = Arc::new(Shell {
-            id: spec.shell_id.clone(),
-            group: spec.group.clone(),
+        let shell = Shell::new(
+            &record,
             tty,
-            state: Mutex::new(ShellState {
-                record: record.clone(),
-                subscribers: vec![tx],
-                exited_sent: false,
-                reaped: false,
-                reader_done: false,
-                lingering: false,
-                exited_at: None,
-            }),
-            cond: Condvar::new(),
-            ring: Mutex::new(Ring::default()),
-            writer: Mutex::new(Some(ShellWriter::Pty(writer))),
-            master: Mutex::new(Some(master)),
-        });
+            vec![tx],
+            ShellWriter::Pty(writer),
+            Some(master),
+        );
         self.register(&shell)?;
         let transcript = Transcript {
             app: spec.app_log.as_deref().map(|p| self.inner.logs.get(p)),
@@ -760,24 +777,13 @@ impl ProcessManager {
             running: true,
             exit_code: None,
         };
-        let shell = Arc::new(Shell {
-            id: meta.shell_id.clone(),
-            group: meta.group.clone(),
-            tty: meta.tty.clone(),
-            state: Mutex::new(ShellState {
-                record: record.clone(),
-                subscribers,
-                exited_sent: false,
-                reaped: false,
-                reader_done: false,
-                lingering: false,
-                exited_at: None,
-            }),
-            cond: Condvar::new(),
-            ring: Mutex::new(Ring::default()),
-            writer: Mutex::new(Some(ShellWriter::Shim(writer))),
-            master: Mutex::new(None),
-        });
+        let shell = Shell::new(
+            &record,
+            meta.tty.clone(),
+            subscribers,
+            ShellWriter::Shim(writer),
+            None,
+        );
         self.register(&shell)?;
         let mut d = Delivery::new(
             self.inner.clone(),
