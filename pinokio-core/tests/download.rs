@@ -469,3 +469,37 @@ fn stop_cancels_download_promptly() {
     assert!(!t.path().join("api/app/slow.bin").exists());
     assert!(t.path().join("api/app/slow.bin.part").exists());
 }
+
+/// A file big enough for direct writes, cut at unaligned offsets on one and
+/// on four connections, resumes byte-exactly.
+#[test]
+fn large_file_resumes_byte_exactly_across_direct_writes() {
+    let body = data(64 * 1024 * 1024 + 3 * 4097 + 5);
+    for connections in [1, 4] {
+        let s = serve(Cfg {
+            data: body.clone(),
+            ranges: true,
+            faults: AtomicUsize::new(2),
+            ..Default::default()
+        });
+        let t = tempfile::tempdir().unwrap();
+        let dest = t.path().join("big.bin");
+        let opts = DownloadOptions {
+            connections: Some(connections),
+            retries: Some(0),
+            sha256: Some(sha(&body)),
+            ..fast()
+        };
+        let url = format!("{}/big.bin", s.base);
+        get(&url, &dest, &opts).unwrap_err();
+        assert!(!dest.exists());
+        let opts = DownloadOptions {
+            retries: Some(3),
+            ..opts
+        };
+        let out = get(&url, &dest, &opts).unwrap();
+        assert!(out.resumed_from > 0, "{connections}: nothing was resumed");
+        assert_eq!(std::fs::read(&dest).unwrap(), body, "{connections}");
+        no_temp(t.path());
+    }
+}
