@@ -76,8 +76,12 @@ pub enum Command {
     Expose(ExposeArgs),
     /// Stop exposing an app (its tunnels stop).
     Unexpose(StopArgs),
+    /// Tunnel programs in HOME/bin: `tools install cloudflared|ngrok`, `tools list`.
+    Tools(ToolsArgs),
     /// Run the background engine in the foreground (started on demand by `start`).
     Engine(EngineArgs),
+    /// Run the engine with the HTTP API and web UI (and the control socket).
+    Serve(ServeArgs),
     /// Stop every app and the background engine.
     Shutdown,
     /// Show the platform, the chosen folders, GPUs, memory, disks and tools, and what to fix.
@@ -205,6 +209,32 @@ pub struct ExposeArgs {
     /// tunnel lets anyone with its URL use the app.
     #[arg(long, value_name = "HOW", default_value = "auto", value_parser = ["auto", "platform", "cloudflare", "ngrok", "localtunnel"])]
     pub via: String,
+    /// Install the tunnel program of `--via cloudflare|ngrok` into HOME/bin
+    /// when it is not on PATH or in HOME/bin (official release download).
+    #[arg(long)]
+    pub install: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ToolsArgs {
+    #[command(subcommand)]
+    pub command: ToolsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ToolsCommand {
+    /// Download a tunnel program's official release into HOME/bin (the base
+    /// URL is overridable: PINOKIO_CLOUDFLARED_URL, PINOKIO_NGROK_URL).
+    Install {
+        /// `cloudflared` or `ngrok`.
+        #[arg(value_name = "TOOL", value_parser = ["cloudflared", "ngrok"])]
+        tool: String,
+        /// Install even when the program is found already.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Where the tunnel programs are (PATH or HOME/bin), or how to install them.
+    List,
 }
 
 #[derive(Debug, Args)]
@@ -216,6 +246,20 @@ pub struct StopArgs {
 
 #[derive(Debug, Args)]
 pub struct EngineArgs {}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The address to listen on; a non-loopback one (0.0.0.0) needs the
+    /// token on every request.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// The port.
+    #[arg(long, default_value_t = 42000)]
+    pub port: u16,
+    /// Print the API token (HOME/http-token) even when it already existed.
+    #[arg(long)]
+    pub show_token: bool,
+}
 
 #[derive(Debug, Args)]
 pub struct LogsArgs {

@@ -417,6 +417,15 @@ pub fn human(ev: &Event, arrow: &str) -> Vec<Piece> {
             out(format!("{indent}notify: {message}{h}"))
         }
         EventKind::OpenUrl { url, .. } => out(format!("{indent}open: {url}")),
+        EventKind::UrlDetected {
+            url,
+            framework,
+            public,
+            ..
+        } => err(format!(
+            "{indent}{} detected: {url} ({framework})",
+            if *public { "public URL" } else { "web UI" }
+        )),
         EventKind::Modal { params, .. } => out(format!("{indent}modal: {}", compact(params))),
         EventKind::InputRequest { index, form } => err(format!(
             "input: {whose}step {index} asks for input: {}",

@@ -140,9 +140,11 @@ impl Provider {
     fn install_hint(self) -> &'static str {
         match self {
             Provider::Cloudflare => {
-                "install cloudflared (https://github.com/cloudflare/cloudflared/releases) into PATH or HOME/bin"
+                "install it with `pinokio tools install cloudflared` (or `pinokio expose APP --via cloudflare --install`), or put cloudflared (https://github.com/cloudflare/cloudflared/releases) into PATH or HOME/bin"
             }
-            Provider::Ngrok => "install ngrok (https://ngrok.com/download) into PATH or HOME/bin",
+            Provider::Ngrok => {
+                "install it with `pinokio tools install ngrok` (or `pinokio expose APP --via ngrok --install`), or put ngrok (https://ngrok.com/download) into PATH or HOME/bin"
+            }
             Provider::Localtunnel => "install localtunnel: npm install -g localtunnel",
         }
     }

@@ -10,7 +10,8 @@
 //!   upstream's shapes.
 //! - [`tools`], [`doctor`]: tools with versions and `pinokio doctor`.
 //! - [`urls`], [`ports`]: an app's web UI URL from its output and from the
-//!   ports its process tree listens on.
+//!   ports its process tree listens on; [`urls::shell_watchers`] is the
+//!   engine's URL watcher factory (one detector per shell).
 //!
 //! The machine is read through small traits ([`source::HostSource`],
 //! [`command::CommandRunner`], [`gpu::GpuBackend`]) so tests describe any
@@ -18,13 +19,16 @@
 //!
 //! - [`expose`]: platform proxy URLs and tunnels ([`expose::TunnelManager`]
 //!   is the engine's exposer).
-//!
-//! Not here yet: idle shutdown.
+//! - [`install`]: `cloudflared` and `ngrok` into `HOME/bin`, on request.
+//! - [`idle`]: the optional idle policy (stop the apps, and the instance
+//!   through the platform's API, after N minutes without use).
 
 pub mod command;
 pub mod doctor;
 pub mod expose;
 pub mod gpu;
+pub mod idle;
+pub mod install;
 pub mod layout;
 pub mod platform;
 pub mod ports;

@@ -123,6 +123,54 @@ pub fn parse_proc_net_tcp(text: &str, v6: bool) -> Vec<(u64, SocketAddr)> {
         .collect()
 }
 
+/// `st` of an established connection.
+const TCP_ESTABLISHED: &str = "01";
+
+/// Established connections of `/proc/net/tcp` (`v6 = false`) or `tcp6`,
+/// as `(local, remote)` addresses.
+pub fn parse_established(text: &str, v6: bool) -> Vec<(SocketAddr, SocketAddr)> {
+    let addr = |s: &str| -> Option<SocketAddr> {
+        let (ip_hex, port_hex) = s.split_once(':')?;
+        let port = u16::from_str_radix(port_hex, 16).ok()?;
+        let ip = if v6 {
+            IpAddr::V6(parse_v6(ip_hex)?)
+        } else {
+            IpAddr::V4(parse_v4(ip_hex)?)
+        };
+        Some(SocketAddr::new(ip, port))
+    };
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 4 || f[3] != TCP_ESTABLISHED {
+                return None;
+            }
+            Some((addr(f[1])?, addr(f[2])?))
+        })
+        .collect()
+}
+
+/// Established connections (this network namespace, `{proc_root}/net`)
+/// whose local port is one of `ports`: clients of servers listening there.
+pub fn established_to(proc_root: &Path, ports: &HashSet<u16>) -> Vec<(SocketAddr, SocketAddr)> {
+    if ports.is_empty() {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for (file, v6) in [("tcp", false), ("tcp6", true)] {
+        let Ok(text) = std::fs::read_to_string(proc_root.join("net").join(file)) else {
+            continue;
+        };
+        out.extend(
+            parse_established(&text, v6)
+                .into_iter()
+                .filter(|(local, _)| ports.contains(&local.port())),
+        );
+    }
+    out
+}
+
 /// The kernel prints the address as host-order 32-bit words.
 fn parse_v4(hex: &str) -> Option<Ipv4Addr> {
     let n = u32::from_str_radix(hex, 16).ok()?;

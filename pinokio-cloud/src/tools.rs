@@ -85,8 +85,7 @@ pub const TOOLS: &[ToolSpec] = &[
         version_args: &["--version"],
         required: false,
         purpose: "a public URL through a Cloudflare quick tunnel",
-        install:
-            "download cloudflared from github.com/cloudflare/cloudflared/releases into HOME/bin",
+        install: "pinokio tools install cloudflared (the official release binary, into HOME/bin)",
     },
     ToolSpec {
         name: "ngrok",
@@ -94,7 +93,7 @@ pub const TOOLS: &[ToolSpec] = &[
         version_args: &["version"],
         required: false,
         purpose: "a public URL through ngrok (needs an auth token)",
-        install: "download ngrok from ngrok.com/download into HOME/bin",
+        install: "pinokio tools install ngrok (into HOME/bin), then set NGROK_AUTHTOKEN",
     },
 ];
 

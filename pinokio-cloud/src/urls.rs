@@ -13,11 +13,25 @@
 //! reported again, and marker lines (`Launching Web UI with arguments`,
 //! `Starting Text generation web UI`, `Jupyter Server ... is running at`)
 //! name the app behind a plain Gradio or generic URL.
+//!
+//! Wiring into the engine: [`ShellWatchers`] (from [`shell_watchers`]) is
+//! the engine's [`pinokio_core::urlwatch::UrlWatcherFactory`]: frontends
+//! install it with `EngineBuilder::url_watchers`. Each shell gets a
+//! [`ShellUrlWatcher`]: a [`UrlDetector`] fed in the shell's reader thread.
+//! A framework's line is trusted at once; a generic `http://host:port` only
+//! once the port is among the listening ports of the shell's process tree
+//! ([`crate::ports::listening_ports`]); while a daemon script's shell has
+//! shown no URL, its listening ports are polled and reported as
+//! `listening` URLs.
 
 use std::borrow::Cow;
 use std::collections::HashSet;
 use std::net::IpAddr;
-use std::sync::OnceLock;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use pinokio_core::urlwatch::{FoundUrl, UrlSource, UrlWatcher, UrlWatcherFactory};
 
 use regex::Regex;
 use serde::Serialize;
@@ -473,6 +487,174 @@ impl UrlDetector {
     /// The first public URL (a share link or tunnel the app printed).
     pub fn public(&self) -> Option<&DetectedUrl> {
         self.found.iter().find(|d| d.kind == UrlKind::Public)
+    }
+}
+
+/// Tuning of [`ShellUrlWatcher`]s (tests shrink the times and point
+/// `proc_root` elsewhere).
+#[derive(Debug, Clone)]
+pub struct WatchOptions {
+    /// How often the listening ports of a daemon shell that has shown no
+    /// URL are polled.
+    pub poll_every: Duration,
+    /// How often generic URLs waiting for confirmation are checked.
+    pub confirm_every: Duration,
+    /// How long a generic URL may wait for its port to listen.
+    pub confirm_for: Duration,
+    /// The `/proc` to read.
+    pub proc_root: PathBuf,
+}
+
+impl Default for WatchOptions {
+    fn default() -> Self {
+        WatchOptions {
+            poll_every: Duration::from_secs(2),
+            confirm_every: Duration::from_millis(500),
+            confirm_for: Duration::from_secs(120),
+            proc_root: PathBuf::from("/proc"),
+        }
+    }
+}
+
+/// The engine's URL watcher factory: one [`ShellUrlWatcher`] per shell.
+#[derive(Debug, Clone, Default)]
+pub struct ShellWatchers {
+    pub opts: WatchOptions,
+}
+
+impl UrlWatcherFactory for ShellWatchers {
+    fn watcher(&self, pid: u32) -> Box<dyn UrlWatcher> {
+        Box::new(ShellUrlWatcher::new(pid, self.opts.clone()))
+    }
+}
+
+/// Watchers with the default tuning, ready for
+/// `EngineBuilder::url_watchers`.
+pub fn shell_watchers() -> Arc<ShellWatchers> {
+    Arc::new(ShellWatchers::default())
+}
+
+/// One shell's watcher: its output through a [`UrlDetector`], generic
+/// URLs confirmed by the listening ports of the shell's process tree.
+#[derive(Debug)]
+pub struct ShellUrlWatcher {
+    pid: u32,
+    opts: WatchOptions,
+    detector: UrlDetector,
+    /// Generic URLs waiting for their port, with when they were seen.
+    pending: Vec<(DetectedUrl, Instant)>,
+    last_scan: Option<Instant>,
+    last_poll: Option<Instant>,
+    /// URLs reported (normalised, without a trailing `/`).
+    reported: HashSet<String>,
+}
+
+impl ShellUrlWatcher {
+    pub fn new(pid: u32, opts: WatchOptions) -> Self {
+        ShellUrlWatcher {
+            pid,
+            opts,
+            detector: UrlDetector::new(),
+            pending: Vec::new(),
+            last_scan: None,
+            last_poll: None,
+            reported: HashSet::new(),
+        }
+    }
+
+    fn report(
+        &mut self,
+        url: String,
+        framework: &str,
+        public: bool,
+        source: UrlSource,
+    ) -> Option<FoundUrl> {
+        let key = url.trim_end_matches('/').to_string();
+        if !self.reported.insert(key) {
+            return None;
+        }
+        Some(FoundUrl {
+            url,
+            framework: framework.to_string(),
+            public,
+            source,
+        })
+    }
+
+    /// Read the tree's listening ports; confirm pending generic URLs.
+    fn scan(&mut self) -> (Vec<std::net::SocketAddr>, Vec<FoundUrl>) {
+        let now = Instant::now();
+        self.last_scan = Some(now);
+        let listening = crate::ports::listening_ports_in(&self.opts.proc_root, self.pid);
+        let ports: HashSet<u16> = listening.iter().map(|a| a.port()).collect();
+        let mut out = Vec::new();
+        let pending = std::mem::take(&mut self.pending);
+        for (d, seen) in pending {
+            if ports.contains(&d.port) {
+                out.extend(self.report(
+                    d.url.clone(),
+                    d.framework,
+                    d.kind == UrlKind::Public,
+                    UrlSource::Confirmed,
+                ));
+            } else if now.duration_since(seen) < self.opts.confirm_for {
+                self.pending.push((d, seen));
+            }
+        }
+        (listening, out)
+    }
+}
+
+impl UrlWatcher for ShellUrlWatcher {
+    fn feed(&mut self, text: &str) -> Vec<FoundUrl> {
+        let mut out = Vec::new();
+        let mut new_generic = false;
+        for d in self.detector.feed_text(text) {
+            match d.confidence {
+                Confidence::Framework => {
+                    out.extend(self.report(
+                        d.url.clone(),
+                        d.framework,
+                        d.kind == UrlKind::Public,
+                        UrlSource::Framework,
+                    ));
+                }
+                Confidence::Generic => {
+                    // a bounded queue: a log full of URLs costs nothing
+                    if self.pending.len() < 32 {
+                        self.pending.push((d, Instant::now()));
+                        new_generic = true;
+                    }
+                }
+            }
+        }
+        // confirm at once, unless a scan just ran (the next tick will)
+        if new_generic
+            && self
+                .last_scan
+                .is_none_or(|t| t.elapsed() >= Duration::from_millis(200))
+        {
+            out.extend(self.scan().1);
+        }
+        out
+    }
+
+    fn tick(&mut self, poll_ports: bool) -> Vec<FoundUrl> {
+        let due = |t: Option<Instant>, every: Duration| t.is_none_or(|t| t.elapsed() >= every);
+        let poll = poll_ports && due(self.last_poll, self.opts.poll_every);
+        let confirm = !self.pending.is_empty() && due(self.last_scan, self.opts.confirm_every);
+        if !(poll || confirm) {
+            return Vec::new();
+        }
+        let (listening, mut out) = self.scan();
+        if poll {
+            self.last_poll = self.last_scan;
+            for addr in listening {
+                let url = crate::ports::reachable_url(addr);
+                out.extend(self.report(url, "listening", false, UrlSource::Port));
+            }
+        }
+        out
     }
 }
 

@@ -13,6 +13,7 @@ use crate::engine::{
     stringify_menu_params, Engine, EngineError, Menu, MenuItem, RunOutcome, RunRequest,
 };
 use crate::events::RunStatus;
+use crate::home::PinokioHome;
 
 /// Errors of app management.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +45,17 @@ pub enum AppError {
     Engine(#[from] EngineError),
     #[error("{script} failed: {message}")]
     RunFailed { script: PathBuf, message: String },
+    #[error("{0:?} is not a git URL, a launcher folder, or an app id in the catalog")]
+    UnknownSource(String),
+    #[error("{id}: {problem}; it cannot be installed")]
+    NotInstallable { id: String, problem: String },
+    #[error("unknown app {id:?}; did you mean: {}?", suggestions.join(", "))]
+    UnknownApp {
+        id: String,
+        suggestions: Vec<String>,
+    },
+    #[error(transparent)]
+    Catalog(#[from] crate::catalog::CatalogError),
     #[error("{0}: the launcher kept asking to run scripts without showing a web UI (gave up after {1} rounds)")]
     NoWebUi(PathBuf, usize),
 }
@@ -105,6 +117,154 @@ fn valid_name(name: &str) -> bool {
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+}
+
+/// Does an install source look like a git URL (`http(s)://`, `file://`,
+/// `git@`, `ssh://`)?
+pub fn is_url(s: &str) -> bool {
+    s.starts_with("http://")
+        || s.starts_with("https://")
+        || s.starts_with("file://")
+        || s.starts_with("git@")
+        || s.starts_with("ssh://")
+}
+
+/// Where an install comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A git URL to clone.
+    Git(String),
+    /// A launcher folder on this machine to copy.
+    Folder(PathBuf),
+}
+
+impl Source {
+    /// The app name when none is given: the URL's last segment, or the
+    /// folder's name.
+    pub fn default_name(&self) -> String {
+        match self {
+            Source::Git(url) => name_from_url(url),
+            Source::Folder(p) => p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "app".into()),
+        }
+    }
+
+    /// What the state store records as the app's source.
+    pub fn shown(&self) -> String {
+        match self {
+            Source::Git(u) => u.clone(),
+            Source::Folder(p) => p.display().to_string(),
+        }
+    }
+}
+
+/// The clone URL of a catalog app id. An id the catalog does not know is
+/// `None`; an entry that cannot be installed (missing repository, not a
+/// launcher) is an error saying so; an unknown id with close matches is an
+/// error suggesting them.
+pub fn catalog_clone_url(home: &PinokioHome, id: &str) -> Result<Option<String>, AppError> {
+    let catalog = crate::catalog::Catalog::for_home(home)?;
+    match catalog.get(id) {
+        Some(app) => {
+            if let Some(problem) = app.status.problem() {
+                return Err(AppError::NotInstallable {
+                    id: id.to_string(),
+                    problem: problem.to_string(),
+                });
+            }
+            Ok(Some(app.clone_url.clone()))
+        }
+        None => {
+            let suggestions = catalog.suggest(id);
+            if suggestions.is_empty() {
+                Ok(None)
+            } else {
+                Err(AppError::UnknownApp {
+                    id: id.to_string(),
+                    suggestions,
+                })
+            }
+        }
+    }
+}
+
+/// An install source: a git URL, a launcher folder, or a catalog app id.
+pub fn resolve_source(home: &PinokioHome, source: &str) -> Result<Source, AppError> {
+    if is_url(source) {
+        return Ok(Source::Git(source.to_string()));
+    }
+    let p = Path::new(source);
+    if p.is_dir() {
+        return std::path::absolute(p)
+            .map(Source::Folder)
+            .map_err(|e| AppError::Io {
+                path: p.to_path_buf(),
+                source: e,
+            });
+    }
+    if let Some(url) = catalog_clone_url(home, source)? {
+        return Ok(Source::Git(url));
+    }
+    Err(AppError::UnknownSource(source.to_string()))
+}
+
+/// Put the launcher into `HOME/api/<name>` (clone with the home's mirrors
+/// plus `mirrors`, or copy a folder); returns the folder.
+pub fn fetch(
+    engine: &Engine,
+    source: &Source,
+    name: &str,
+    mirrors: &[Mirror],
+) -> Result<PathBuf, AppError> {
+    match source {
+        Source::Git(url) => clone(engine, url, name, &mirrors_for(engine, mirrors)),
+        Source::Folder(dir) => {
+            if !is_launcher(dir) {
+                return Err(AppError::NotALauncher {
+                    url: dir.display().to_string(),
+                });
+            }
+            let dest = engine.home().api().join(name);
+            if dest.exists() {
+                return Err(AppError::AlreadyInstalled(name.to_string(), dest));
+            }
+            if let Err(e) = copy_dir(dir, &dest) {
+                let _ = std::fs::remove_dir_all(&dest);
+                return Err(AppError::Io {
+                    path: dest,
+                    source: std::io::Error::new(
+                        e.kind(),
+                        format!("cannot copy {} here: {e}", dir.display()),
+                    ),
+                });
+            }
+            Ok(dest)
+        }
+    }
+}
+
+/// Copy a folder tree (symlinks as links; `.git` left out).
+pub fn copy_dir(src: &Path, dst: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dst)?;
+    for e in std::fs::read_dir(src)? {
+        let e = e?;
+        let name = e.file_name();
+        if name == ".git" {
+            continue;
+        }
+        let to = dst.join(&name);
+        let ft = e.file_type()?;
+        if ft.is_dir() {
+            copy_dir(&e.path(), &to)?;
+        } else if ft.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(e.path())?, &to)?;
+        } else {
+            std::fs::copy(e.path(), &to)?;
+        }
+    }
+    Ok(())
 }
 
 /// Is this folder a launcher (something Pinokio can run)?
@@ -301,6 +461,11 @@ pub fn up(engine: &Engine, app: &Path, max_rounds: usize) -> Result<Up, AppError
         ran.push(path);
         checked(engine.run(req))?;
     }
+    // A launcher that never sets local.url: the URL its running servers
+    // showed (crate::urlwatch), when the engine detects URLs.
+    if let Some(url) = engine.wait_detected_url(app, engine.options().url_wait) {
+        return Ok(Up { url, ran });
+    }
     Err(AppError::NoWebUi(app.to_path_buf(), max_rounds))
 }
 
@@ -315,19 +480,7 @@ pub fn uninstall(engine: &Engine, name: &str) -> Result<PathBuf, AppError> {
     if !dir.is_dir() {
         return Err(AppError::NotInstalled(name.to_string(), dir));
     }
-    let prefix = format!("{}/", dir.display());
-    for id in engine.memory().running().keys() {
-        if id.starts_with(&prefix) {
-            engine.stop(id);
-        }
-    }
-    for rec in engine.processes().list() {
-        if rec.running && rec.group.starts_with(&prefix) {
-            engine
-                .processes()
-                .kill_group(&rec.group, engine.options().kill_grace);
-        }
-    }
+    crate::control::stop_app(engine, &dir);
     // remove_dir_all does not follow symlinks, so drive data stays
     std::fs::remove_dir_all(&dir).map_err(|e| AppError::Io {
         path: dir.clone(),

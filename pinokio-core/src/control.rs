@@ -216,122 +216,14 @@ fn dispatch(
         "ping" => Ok(
             json!({"pid": std::process::id(), "home": engine.home().root(), "started_ms": started}),
         ),
-        "start" => {
-            let name = app_name()?;
-            let dir = apps::app_dir(engine, name).map_err(|e| e.to_string())?;
-            let store = StateStore::open(engine.home().root()).map_err(|e| e.to_string())?;
-            let running = engine
-                .memory()
-                .running()
-                .keys()
-                .any(|id| id.starts_with(&app_prefix(&dir)));
-            if let Some(script) = req.get("script").and_then(|s| s.as_str()) {
-                let path = dir.join(script);
-                let mut r = RunRequest::new(path.display().to_string());
-                r.input = req.get("args").cloned().filter(|a| !a.is_null());
-                let out = engine.run(r);
-                record(engine, &store, name, &dir);
-                return match (out.status, out.error) {
-                    (_, Some(e)) => Err(e.to_string()),
-                    (s, None) => Ok(
-                        json!({"status": format!("{s:?}").to_lowercase(), "url": url_of(engine, &dir)}),
-                    ),
-                };
-            }
-            if running {
-                if let Some(url) = url_of(engine, &dir) {
-                    let mut reply = json!({"url": url, "ran": [], "already_running": true});
-                    expose_on_start(engine, req, name, &url, &mut reply);
-                    return Ok(reply);
-                }
-            }
-            let _ = store.set_app_state(name, AppState::Running, None);
-            match apps::up(engine, &dir, 8) {
-                Ok(up) => {
-                    record(engine, &store, name, &dir);
-                    let mut reply = json!({"url": up.url, "ran": up.ran});
-                    expose_on_start(engine, req, name, &up.url, &mut reply);
-                    Ok(reply)
-                }
-                Err(e) => {
-                    let _ = store.set_app_state(name, AppState::Failed, Some(&e.to_string()));
-                    Err(e.to_string())
-                }
-            }
-        }
-        "stop" => {
-            let name = app_name()?;
-            let dir = apps::app_dir(engine, name).map_err(|e| e.to_string())?;
-            let stopped = stop_app(engine, &dir);
-            engine.exposer().unexpose(name);
-            if let Ok(store) = StateStore::open(engine.home().root()) {
-                let _ = store.set_app_state(name, AppState::Stopped, None);
-                // shells recorded by an earlier engine that are still alive
-                if let Ok(procs) = store.processes_of(name) {
-                    for p in procs
-                        .into_iter()
-                        .filter(|p| p.state == crate::state::ProcState::Running)
-                    {
-                        if crate::state::process_alive(p.pid, p.started_at) {
-                            // SAFETY: killpg with a recorded, still-alive process group.
-                            unsafe {
-                                libc::killpg(p.pgid as i32, libc::SIGTERM);
-                            }
-                        }
-                        let _ = store.process_killed(&p.shell_id, None);
-                    }
-                }
-            }
-            Ok(json!({"stopped": stopped}))
-        }
-        "status" => {
-            let mut apps_out = Vec::new();
-            for (name, dir) in apps::installed(engine) {
-                let prefix = app_prefix(&dir);
-                let scripts: Vec<(String, u64)> = engine
-                    .memory()
-                    .running()
-                    .into_iter()
-                    .filter(|(id, _)| id.starts_with(&prefix))
-                    .map(|(id, r)| (id, r.started_ms))
-                    .collect();
-                let pids: Vec<u32> = engine
-                    .processes()
-                    .list()
-                    .into_iter()
-                    .filter(|p| p.running && p.group.starts_with(&prefix))
-                    .map(|p| p.pid)
-                    .collect();
-                if scripts.is_empty() && pids.is_empty() {
-                    continue;
-                }
-                let since = scripts.iter().map(|(_, s)| *s).min().unwrap_or_else(now_ms);
-                apps_out.push(json!({
-                    "app": name,
-                    "scripts": scripts.iter().map(|(id, _)| id.strip_prefix(&prefix).unwrap_or(id).to_string()).collect::<Vec<_>>(),
-                    "url": url_of(engine, &dir),
-                    "exposures": engine.exposer().exposures().into_iter().filter(|e| e.app == name).collect::<Vec<_>>(),
-                    "pids": pids,
-                    "uptime_s": now_ms().saturating_sub(since) / 1000,
-                }));
-            }
-            Ok(json!({"apps": apps_out, "pid": std::process::id()}))
-        }
-        "menu" => {
-            let name = app_name()?;
-            let dir = apps::app_dir(engine, name).map_err(|e| e.to_string())?;
-            let menu = engine.menu(&dir).map_err(|e| e.to_string())?;
-            Ok(json!({ "menu": menu }))
-        }
+        "start" => start(engine, &StartRequest::from_json(app_name()?, req)),
+        "stop" => Ok(json!({ "stopped": stop_fully(engine, app_name()?)? })),
+        "status" => Ok(json!({"apps": status(engine), "pid": std::process::id()})),
+        "menu" => Ok(json!({ "menu": menu(engine, app_name()?)? })),
         "expose" => {
             let name = app_name()?;
-            let dir = apps::app_dir(engine, name).map_err(|e| e.to_string())?;
-            let url = url_of(engine, &dir).ok_or_else(|| {
-                format!("{name} is not running (or has shown no web UI URL yet); start it first")
-            })?;
             let via = req.get("via").and_then(|v| v.as_str());
-            let e = engine.exposer().expose(name, &url, via)?;
-            Ok(json!({ "exposure": e }))
+            Ok(json!({ "exposure": expose(engine, name, via)? }))
         }
         "unexpose" => {
             let name = app_name()?;
@@ -346,29 +238,207 @@ fn dispatch(
     }
 }
 
-/// Expose a started app when asked (`"expose": true`), or by default on a
-/// cloud platform unless told not to (`"expose": false`). A failure to
-/// expose does not fail the start: the reply says why.
-fn expose_on_start(engine: &Engine, req: &Value, app: &str, url: &str, reply: &mut Value) {
-    let wanted = match req.get("expose").and_then(|e| e.as_bool()) {
+/// What to start: the control socket's `start` request (and the HTTP
+/// API's `POST /apps/{id}/start`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StartRequest {
+    /// The app (folder name under `HOME/api`, or a folder path).
+    pub app: String,
+    /// One script of the app (relative to its folder) instead of the
+    /// one-click loop.
+    pub script: Option<String>,
+    /// The script's input.
+    pub args: Option<Value>,
+    /// Expose the web UI (`None`: by default on a cloud platform).
+    pub expose: Option<bool>,
+    /// How to expose it (`platform`, `cloudflare`, ...).
+    pub via: Option<String>,
+}
+
+impl StartRequest {
+    /// Start `app` with the one-click loop and the default exposure.
+    pub fn new(app: impl Into<String>) -> Self {
+        StartRequest {
+            app: app.into(),
+            ..Default::default()
+        }
+    }
+
+    fn from_json(app: &str, req: &Value) -> Self {
+        let s = |k: &str| req.get(k).and_then(|v| v.as_str()).map(String::from);
+        StartRequest {
+            app: app.to_string(),
+            script: s("script"),
+            args: req.get("args").cloned().filter(|a| !a.is_null()),
+            expose: req.get("expose").and_then(|e| e.as_bool()),
+            via: s("via"),
+        }
+    }
+}
+
+/// Start an app: run one script, or the one-click loop until a web UI URL
+/// is known (an app already running with a URL is left as it is), then
+/// expose it as asked. The reply is the control socket's: `{"url", "ran",
+/// "already_running"?, "exposure"?, "expose_error"?}` (one script:
+/// `{"status", "url"}`). The app's state and shells are recorded in the
+/// state store.
+pub fn start(engine: &Engine, r: &StartRequest) -> Result<Value, String> {
+    let name = r.app.as_str();
+    let dir = apps::app_dir(engine, name).map_err(|e| e.to_string())?;
+    let store = StateStore::open(engine.home().root()).map_err(|e| e.to_string())?;
+    let running = engine
+        .memory()
+        .running()
+        .keys()
+        .any(|id| id.starts_with(&app_prefix(&dir)));
+    if let Some(script) = &r.script {
+        let path = dir.join(script);
+        let mut req = RunRequest::new(path.display().to_string());
+        req.input = r.args.clone();
+        let out = engine.run(req);
+        record(engine, &store, name, &dir);
+        return match (out.status, out.error) {
+            (_, Some(e)) => Err(e.to_string()),
+            (s, None) => {
+                Ok(json!({"status": format!("{s:?}").to_lowercase(), "url": url_of(engine, &dir)}))
+            }
+        };
+    }
+    if running {
+        if let Some(url) = url_of(engine, &dir) {
+            let mut reply = json!({"url": url, "ran": [], "already_running": true});
+            expose_on_start(engine, r, name, &url, &mut reply);
+            return Ok(reply);
+        }
+    }
+    let _ = store.set_app_state(name, AppState::Running, None);
+    match apps::up(engine, &dir, 8) {
+        Ok(up) => {
+            record(engine, &store, name, &dir);
+            let mut reply = json!({"url": up.url, "ran": up.ran});
+            expose_on_start(engine, r, name, &up.url, &mut reply);
+            Ok(reply)
+        }
+        Err(e) => {
+            let _ = store.set_app_state(name, AppState::Failed, Some(&e.to_string()));
+            Err(e.to_string())
+        }
+    }
+}
+
+/// Stop an app completely: its scripts and shells ([`stop_app`]), its
+/// exposures, and shells an earlier engine recorded that are still alive;
+/// the app is recorded as `stopped`. Returns the scripts that were stopped
+/// (relative to the app folder).
+pub fn stop_fully(engine: &Engine, name: &str) -> Result<Vec<String>, String> {
+    let dir = apps::app_dir(engine, name).map_err(|e| e.to_string())?;
+    let stopped = stop_app(engine, &dir);
+    engine.exposer().unexpose(name);
+    if let Ok(store) = StateStore::open(engine.home().root()) {
+        let _ = store.set_app_state(name, AppState::Stopped, None);
+        // shells recorded by an earlier engine that are still alive
+        if let Ok(procs) = store.processes_of(name) {
+            for p in procs
+                .into_iter()
+                .filter(|p| p.state == crate::state::ProcState::Running)
+            {
+                if crate::state::process_alive(p.pid, p.started_at) {
+                    // SAFETY: killpg with a recorded, still-alive process group.
+                    unsafe {
+                        libc::killpg(p.pgid as i32, libc::SIGTERM);
+                    }
+                }
+                let _ = store.process_killed(&p.shell_id, None);
+            }
+        }
+    }
+    Ok(stopped)
+}
+
+/// What runs of one app: `{"app", "scripts" (relative), "url", "exposures",
+/// "pids", "uptime_s"}`, or `None` when nothing of it runs.
+pub fn live(engine: &Engine, name: &str, dir: &Path) -> Option<Value> {
+    let prefix = app_prefix(dir);
+    let scripts: Vec<(String, u64)> = engine
+        .memory()
+        .running()
+        .into_iter()
+        .filter(|(id, _)| id.starts_with(&prefix))
+        .map(|(id, r)| (id, r.started_ms))
+        .collect();
+    let pids: Vec<u32> = engine
+        .processes()
+        .list()
+        .into_iter()
+        .filter(|p| p.running && p.group.starts_with(&prefix))
+        .map(|p| p.pid)
+        .collect();
+    if scripts.is_empty() && pids.is_empty() {
+        return None;
+    }
+    let since = scripts.iter().map(|(_, s)| *s).min().unwrap_or_else(now_ms);
+    Some(json!({
+        "app": name,
+        "scripts": scripts.iter().map(|(id, _)| id.strip_prefix(&prefix).unwrap_or(id).to_string()).collect::<Vec<_>>(),
+        "url": url_of(engine, dir),
+        "exposures": engine.exposer().exposures().into_iter().filter(|e| e.app == name).collect::<Vec<_>>(),
+        "pids": pids,
+        "uptime_s": now_ms().saturating_sub(since) / 1000,
+    }))
+}
+
+/// [`live`] for every installed app that runs.
+pub fn status(engine: &Engine) -> Vec<Value> {
+    apps::installed(engine)
+        .into_iter()
+        .filter_map(|(name, dir)| live(engine, &name, &dir))
+        .collect()
+}
+
+/// The app's menu, evaluated against the live state.
+pub fn menu(engine: &Engine, name: &str) -> Result<crate::engine::Menu, String> {
+    let dir = apps::app_dir(engine, name).map_err(|e| e.to_string())?;
+    engine.menu(&dir).map_err(|e| e.to_string())
+}
+
+/// Expose a running app's web UI.
+pub fn expose(
+    engine: &Engine,
+    name: &str,
+    via: Option<&str>,
+) -> Result<crate::expose::Exposure, String> {
+    let dir = apps::app_dir(engine, name).map_err(|e| e.to_string())?;
+    let url = url_of(engine, &dir).ok_or_else(|| {
+        format!("{name} is not running (or has shown no web UI URL yet); start it first")
+    })?;
+    engine.exposer().expose(name, &url, via)
+}
+
+/// Expose a started app when asked (`expose: Some(true)`), or by default on
+/// a cloud platform unless told not to (`Some(false)`). A failure to
+/// expose does not fail the start: the reply says why (`expose_error`).
+pub fn expose_on_start(engine: &Engine, r: &StartRequest, app: &str, url: &str, reply: &mut Value) {
+    let wanted = match r.expose {
         Some(w) => w,
         None => engine.exposer().expose_by_default(),
     };
     if !wanted {
         return;
     }
-    let via = req.get("via").and_then(|v| v.as_str());
-    match engine.exposer().expose(app, url, via) {
+    match engine.exposer().expose(app, url, r.via.as_deref()) {
         Ok(e) => reply["exposure"] = json!(e),
         Err(e) => reply["expose_error"] = json!(e),
     }
 }
 
-/// The first `url` found in the `local` memory of the app's scripts.
-fn url_of(engine: &Engine, dir: &Path) -> Option<String> {
+/// The first `url` found in the `local` memory of the app's scripts, else
+/// the URL detected in its shells (see `crate::urlwatch`).
+pub fn url_of(engine: &Engine, dir: &Path) -> Option<String> {
     apps::app_locals(engine, dir)
         .into_iter()
         .find_map(|(_, l)| l.get("url").and_then(|u| u.as_str()).map(String::from))
+        // a launcher that sets no local.url: what its shells showed
+        .or_else(|| engine.detected_app_url(dir))
 }
 
 /// Stop every running script and shell of an app.
@@ -392,7 +462,7 @@ pub fn stop_app(engine: &Engine, dir: &Path) -> Vec<String> {
 }
 
 /// Record the app's shells so a restarted engine can find them.
-fn record(engine: &Engine, store: &StateStore, name: &str, dir: &Path) {
+pub fn record(engine: &Engine, store: &StateStore, name: &str, dir: &Path) {
     let prefix = app_prefix(dir);
     for rec in engine.processes().list() {
         if rec.group.starts_with(&prefix) {

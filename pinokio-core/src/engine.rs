@@ -101,6 +101,10 @@ pub struct EngineOptions {
     /// Fail `shell.run` steps whose command exits non-zero (pinokiod ignores
     /// exit codes; this is off by default).
     pub strict_exit_codes: bool,
+    /// How long `apps::up` waits for a detected web UI URL when a running
+    /// daemon script set no `local.url` (only with URL watchers; see
+    /// [`crate::urlwatch`]).
+    pub url_wait: Duration,
 }
 
 impl Default for EngineOptions {
@@ -111,6 +115,7 @@ impl Default for EngineOptions {
             port_start: 42003,
             kill_grace: Duration::from_secs(10),
             strict_exit_codes: false,
+            url_wait: Duration::from_secs(60),
         }
     }
 }
@@ -128,9 +133,23 @@ pub struct EngineBuilder {
     state: Option<Arc<crate::state::StateStore>>,
     supervisor: Option<crate::process::Supervisor>,
     exposer: Arc<dyn crate::expose::Exposer>,
+    url_watchers: Option<crate::urlwatch::UrlWatchers>,
+    activity: crate::activity::Activity,
 }
 
 impl EngineBuilder {
+    /// Detect web UI URLs in every shell's output and listening ports
+    /// (`pinokio-cloud`'s `urls::shell_watchers()`); default: none.
+    pub fn url_watchers(mut self, w: Arc<dyn crate::urlwatch::UrlWatcherFactory>) -> Self {
+        self.url_watchers = Some(crate::urlwatch::UrlWatchers(w));
+        self
+    }
+    /// Share this activity handle (frontends touch it on user requests;
+    /// idle policies read it); default: a fresh one.
+    pub fn activity(mut self, a: crate::activity::Activity) -> Self {
+        self.activity = a;
+        self
+    }
     /// How apps are made reachable from outside (platform proxies,
     /// tunnels); default: none.
     pub fn exposer(mut self, e: Arc<dyn crate::expose::Exposer>) -> Self {
@@ -184,14 +203,20 @@ impl EngineBuilder {
         self.home.ensure()?;
         let facts = self.facts.unwrap_or_else(|| self.probe.probe());
         let env = self.env.unwrap_or_else(|| std::env::vars().collect());
+        let memory = Arc::new(Memory::default());
+        let urls = Arc::new(crate::urlwatch::DetectedUrls::default());
+        let has_watchers = self.url_watchers.is_some();
         let processes = ProcessManager::with_options(
             self.home.logs().join("shell.log"),
             Arc::new(ShellOutput {
                 sink: self.sink.clone(),
                 state: self.state.clone(),
+                urls: urls.clone(),
+                memory: memory.clone(),
             }),
             crate::process::ManagerOptions {
                 supervisor: self.supervisor,
+                url_watchers: self.url_watchers,
                 ..Default::default()
             },
         );
@@ -203,7 +228,11 @@ impl EngineBuilder {
                 facts,
                 registry: self.registry.unwrap_or_else(Registry::standard),
                 exposer: self.exposer,
-                memory: Memory::default(),
+                memory,
+                urls,
+                has_watchers,
+                activity: self.activity,
+                proxied: Mutex::new(Vec::new()),
                 sink: self.sink,
                 answers: self.answers,
                 options: self.options,
@@ -222,7 +251,13 @@ struct Inner {
     facts: Facts,
     registry: Registry,
     exposer: Arc<dyn crate::expose::Exposer>,
-    memory: Memory,
+    memory: Arc<Memory>,
+    /// URLs the shells' watchers found.
+    urls: Arc<crate::urlwatch::DetectedUrls>,
+    has_watchers: bool,
+    activity: crate::activity::Activity,
+    /// Exposures asked for by `proxy.start`: (script id, app, local URL).
+    proxied: Mutex<Vec<(String, String, String)>>,
     sink: Arc<dyn EventSink>,
     answers: Arc<dyn InputAnswers>,
     options: EngineOptions,
@@ -342,6 +377,8 @@ fn new_token() -> u64 {
 struct ShellOutput {
     sink: Arc<dyn EventSink>,
     state: Option<Arc<crate::state::StateStore>>,
+    urls: Arc<crate::urlwatch::DetectedUrls>,
+    memory: Arc<Memory>,
 }
 
 impl OutputSink for ShellOutput {
@@ -357,9 +394,37 @@ impl OutputSink for ShellOutput {
         });
     }
     fn exited(&self, rec: &ProcessRecord, _step: Option<usize>, _depth: usize, code: Option<i32>) {
+        // a server that exited no longer serves its URL
+        self.urls.forget_shell(&rec.shell_id);
         if let Some(s) = &self.state {
             let _ = s.process_exited(&rec.shell_id, code);
         }
+    }
+    fn url_found(
+        &self,
+        rec: &ProcessRecord,
+        step: Option<usize>,
+        depth: usize,
+        found: &crate::urlwatch::FoundUrl,
+    ) {
+        if !self.urls.add(&rec.group, &rec.shell_id, found) {
+            return;
+        }
+        self.sink.emit(&Event {
+            script: rec.group.clone(),
+            depth,
+            time_ms: now_ms(),
+            kind: EventKind::UrlDetected {
+                index: step,
+                shell_id: rec.shell_id.clone(),
+                url: found.url.clone(),
+                framework: found.framework.clone(),
+                public: found.public,
+            },
+        });
+    }
+    fn poll_ports(&self, rec: &ProcessRecord) -> bool {
+        self.memory.is_daemon_idle(&rec.group)
     }
 }
 
@@ -430,6 +495,8 @@ impl Engine {
             state: None,
             supervisor: None,
             exposer: Arc::new(crate::expose::NoExposer),
+            url_watchers: None,
+            activity: crate::activity::Activity::new(),
         }
     }
 
@@ -693,6 +760,86 @@ impl Engine {
         &self.inner.exposer
     }
 
+    /// The user-activity handle: frontends touch it on every user request,
+    /// idle policies read it (see [`crate::activity`]).
+    pub fn activity(&self) -> &crate::activity::Activity {
+        &self.inner.activity
+    }
+
+    /// Whether shells have URL watchers (see [`crate::urlwatch`]).
+    pub fn detects_urls(&self) -> bool {
+        self.inner.has_watchers
+    }
+
+    /// URLs detected in a script's live shells, in the order found.
+    pub fn detected_urls(&self, script_id: &str) -> Vec<crate::urlwatch::FoundUrl> {
+        self.inner.urls.of_script(script_id)
+    }
+
+    /// The detected web UI URL of an app's live shells (a fallback for
+    /// launchers that set no `local.url`; see [`crate::urlwatch`]).
+    pub fn detected_app_url(&self, app_dir: &Path) -> Option<String> {
+        let found = self.inner.urls.under(&format!("{}/", app_dir.display()));
+        crate::urlwatch::DetectedUrls::best(&found).map(|f| f.url.clone())
+    }
+
+    /// Wait up to `timeout` for a detected web UI URL of an app; gives up
+    /// early when the app has no running shell or the engine detects no
+    /// URLs at all.
+    pub fn wait_detected_url(&self, app_dir: &Path, timeout: Duration) -> Option<String> {
+        let prefix = format!("{}/", app_dir.display());
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(u) = self.detected_app_url(app_dir) {
+                return Some(u);
+            }
+            let live = self
+                .inner
+                .processes
+                .list()
+                .iter()
+                .any(|p| p.running && p.group.starts_with(&prefix));
+            if !self.inner.has_watchers || !live || std::time::Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Remember an exposure a script asked for (`proxy.start`), so it is
+    /// closed when the script stops (section 3.14).
+    pub fn track_exposure(&self, script_id: &str, app: &str, local_url: &str) {
+        let mut p = self.inner.proxied.lock().unwrap_or_else(|p| p.into_inner());
+        if !p
+            .iter()
+            .any(|(s, a, u)| s == script_id && a == app && u == local_url)
+        {
+            p.push((script_id.into(), app.into(), local_url.into()));
+        }
+    }
+
+    /// Forget an exposure a script asked for (`proxy.stop`).
+    pub fn untrack_exposure(&self, app: &str, local_url: &str) {
+        self.inner
+            .proxied
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(_, a, u)| !(a == app && u == local_url));
+    }
+
+    /// Close the exposures a stopping script asked for.
+    fn release_exposures(&self, script_id: &str) {
+        let mine: Vec<(String, String, String)> = {
+            let mut p = self.inner.proxied.lock().unwrap_or_else(|p| p.into_inner());
+            let (mine, rest) = p.drain(..).partition(|(s, _, _)| s == script_id);
+            *p = rest;
+            mine
+        };
+        for (_, app, url) in mine {
+            self.inner.exposer.unexpose_url(&app, &url);
+        }
+    }
+
     /// Is a script (by absolute path) running?
     pub fn is_running(&self, id: &str) -> bool {
         self.inner.memory.is_running(id)
@@ -713,6 +860,7 @@ impl Engine {
         self.inner
             .processes
             .kill_group(id, self.inner.options.kill_grace);
+        self.release_exposures(id);
         if was && was_idle {
             self.emit_for(
                 id,
@@ -1300,6 +1448,7 @@ impl Engine {
             self.inner
                 .processes
                 .kill_group(&run.id, self.inner.options.kill_grace);
+            self.release_exposures(&run.id);
             self.inner.memory.mark_ready(&run.id);
             RunStatus::Finished
         };
@@ -1327,6 +1476,7 @@ impl Engine {
         self.inner
             .processes
             .kill_group(&run.id, self.inner.options.kill_grace);
+        self.release_exposures(&run.id);
         RunOutcome {
             script: run.path.clone(),
             status: RunStatus::Error,

@@ -68,6 +68,18 @@ pub enum EventKind {
         shell_id: String,
         code: Option<i32>,
     },
+    /// A web UI URL was found in a shell's output or listening ports (see
+    /// [`crate::urlwatch`]): a fallback for launchers that set no
+    /// `local.url`, never written into `local`.
+    UrlDetected {
+        index: Option<usize>,
+        shell_id: String,
+        url: String,
+        /// `gradio`, `uvicorn`, ..., `generic`, `listening`.
+        framework: String,
+        /// A share link or tunnel rather than a local address.
+        public: bool,
+    },
     /// A step was skipped by its `when`.
     StepSkipped {
         index: usize,

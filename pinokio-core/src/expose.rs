@@ -29,6 +29,21 @@ pub trait Exposer: Send + Sync {
     fn expose(&self, app: &str, local_url: &str, via: Option<&str>) -> Result<Exposure, String>;
     /// Stop exposing `app` (tunnels stopped); what was stopped.
     fn unexpose(&self, app: &str) -> Vec<Exposure>;
+    /// Stop exposing one local URL of `app` (`proxy.stop`); what was
+    /// stopped. The default suits exposers that keep one local URL per app:
+    /// it unexposes the app when one of its exposures is for `local_url`.
+    fn unexpose_url(&self, app: &str, local_url: &str) -> Vec<Exposure> {
+        let same = |a: &str| a.trim_end_matches('/') == local_url.trim_end_matches('/');
+        if self
+            .exposures()
+            .iter()
+            .any(|e| e.app == app && same(&e.local_url))
+        {
+            self.unexpose(app)
+        } else {
+            Vec::new()
+        }
+    }
     /// Every current exposure.
     fn exposures(&self) -> Vec<Exposure>;
     /// Whether starting an app should expose it without being asked (on a
@@ -42,7 +57,7 @@ pub struct NoExposer;
 
 impl Exposer for NoExposer {
     fn expose(&self, _: &str, _: &str, _: Option<&str>) -> Result<Exposure, String> {
-        Err("exposure is not available in this engine (it was built without pinokio-cloud)".into())
+        Err("this engine has no exposer (none was installed with EngineBuilder::exposer)".into())
     }
     fn unexpose(&self, _: &str) -> Vec<Exposure> {
         Vec::new()

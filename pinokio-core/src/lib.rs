@@ -14,6 +14,7 @@
 //! assert!(outcome.ok());
 //! ```
 
+pub mod activity;
 pub mod adopt;
 pub mod applogs;
 pub mod apps;
@@ -38,6 +39,7 @@ pub mod process;
 pub mod requires;
 pub mod state;
 pub mod template;
+pub mod urlwatch;
 
 pub use engine::{Engine, EngineBuilder, EngineError, EngineOptions, RunOutcome, RunRequest};
 pub use events::{Event, EventKind, EventSink, RunStatus};

@@ -128,6 +128,11 @@ impl Memory {
         g.ready.insert(id.to_string());
     }
 
+    /// Is the script a daemon that finished its steps and keeps running?
+    pub fn is_daemon_idle(&self, id: &str) -> bool {
+        self.lock().running.get(id).is_some_and(|r| r.daemon_idle)
+    }
+
     /// The run reached its end normally (non-daemon).
     pub fn mark_ready(&self, id: &str) {
         self.lock().ready.insert(id.to_string());

@@ -3,14 +3,14 @@
 //! There is no background engine yet: `up` stays attached while the app
 //! runs and stops it on Ctrl-C (like `run` with a daemon script).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use pinokio_core::apps::{self, Mirror};
+use pinokio_core::apps;
 use pinokio_core::events::{EventKind, FnSink};
 use pinokio_core::state::{AppRecord, AppState, RecoveredApp, StateStore};
 use pinokio_core::{Engine, EngineOptions, PinokioHome};
@@ -90,107 +90,20 @@ pub(crate) fn engine(home: PinokioHome, options: EngineOptions, verbose: bool) -
         home.root(),
         None,
     )));
+    // web UI URLs from every shell's output and listening ports
+    b = b.url_watchers(pinokio_cloud::urls::shell_watchers());
     b.build().context("cannot start the engine")
-}
-
-fn is_url(s: &str) -> bool {
-    s.starts_with("http://")
-        || s.starts_with("https://")
-        || s.starts_with("file://")
-        || s.starts_with("git@")
-        || s.starts_with("ssh://")
-}
-
-/// Where an install comes from.
-enum Source {
-    Git(String),
-    Folder(PathBuf),
-}
-
-fn resolve_source(home: &PinokioHome, source: &str) -> Result<Source> {
-    if is_url(source) {
-        return Ok(Source::Git(source.to_string()));
-    }
-    let p = Path::new(source);
-    if p.is_dir() {
-        return Ok(Source::Folder(std::path::absolute(p)?));
-    }
-    if let Some(url) = crate::commands::catalog_clone_url(home, source)? {
-        return Ok(Source::Git(url));
-    }
-    bail!("{source:?} is not a git URL, a launcher folder, or an app id in the catalog")
-}
-
-fn default_name(source: &Source) -> String {
-    match source {
-        Source::Git(url) => apps::name_from_url(url),
-        Source::Folder(p) => p
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "app".into()),
-    }
-}
-
-/// Put the launcher into `HOME/api/<name>` (clone or copy); returns the folder.
-fn fetch(engine: &Engine, source: &Source, name: &str, mirrors: &[Mirror]) -> Result<PathBuf> {
-    match source {
-        Source::Git(url) => Ok(apps::clone(
-            engine,
-            url,
-            name,
-            &apps::mirrors_for(engine, mirrors),
-        )?),
-        Source::Folder(dir) => {
-            if !apps::is_launcher(dir) {
-                bail!(
-                    "{}: not a Pinokio launcher (no pinokio.js, install.js or install.json)",
-                    dir.display()
-                );
-            }
-            let dest = engine.home().api().join(name);
-            if dest.exists() {
-                bail!("app {name:?} is already installed in {}", dest.display());
-            }
-            copy_dir(dir, &dest)
-                .with_context(|| format!("cannot copy {} to {}", dir.display(), dest.display()))?;
-            Ok(dest)
-        }
-    }
-}
-
-fn copy_dir(src: &Path, dst: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(dst)?;
-    for e in std::fs::read_dir(src)? {
-        let e = e?;
-        let name = e.file_name();
-        if name == ".git" {
-            continue;
-        }
-        let to = dst.join(&name);
-        let ft = e.file_type()?;
-        if ft.is_dir() {
-            copy_dir(&e.path(), &to)?;
-        } else if ft.is_symlink() {
-            std::os::unix::fs::symlink(std::fs::read_link(e.path())?, &to)?;
-        } else {
-            std::fs::copy(e.path(), &to)?;
-        }
-    }
-    Ok(())
 }
 
 pub fn install(home: PinokioHome, options: EngineOptions, a: InstallArgs) -> Result<ExitCode> {
     let engine = engine(home, options, true)?;
-    let source = resolve_source(engine.home(), &a.source)?;
-    let name = a.name.clone().unwrap_or_else(|| default_name(&source));
+    let source = apps::resolve_source(engine.home(), &a.source)?;
+    let name = a.name.clone().unwrap_or_else(|| source.default_name());
     let store = open_store(&engine)?;
-    let dir = fetch(&engine, &source, &name, &a.git_mirror)?;
+    let dir = apps::fetch(&engine, &source, &name, &a.git_mirror)?;
     println!("downloaded {name} into {}", dir.display());
     let mut rec = AppRecord::new(&name, &dir, AppState::Installing);
-    rec.source_url = match &source {
-        Source::Git(u) => Some(u.clone()),
-        Source::Folder(p) => Some(p.display().to_string()),
-    };
+    rec.source_url = Some(source.shown());
     store.upsert_app(&rec)?;
     if a.no_run {
         store.set_app_state(&name, AppState::Installed, None)?;
@@ -231,19 +144,16 @@ pub fn up(home: PinokioHome, options: EngineOptions, a: UpArgs) -> Result<ExitCo
     let dir = match apps::app_dir(&engine, &a.app) {
         Ok(d) if d.starts_with(engine.home().api()) => d,
         _ => {
-            let source = resolve_source(engine.home(), &a.app)?;
-            let name = a.name.clone().unwrap_or_else(|| default_name(&source));
+            let source = apps::resolve_source(engine.home(), &a.app)?;
+            let name = a.name.clone().unwrap_or_else(|| source.default_name());
             let existing = engine.home().api().join(&name);
             if existing.is_dir() {
                 existing
             } else {
                 println!("installing {name}...");
-                let dir = fetch(&engine, &source, &name, &a.git_mirror)?;
+                let dir = apps::fetch(&engine, &source, &name, &a.git_mirror)?;
                 let mut rec = AppRecord::new(&name, &dir, AppState::Installing);
-                rec.source_url = match &source {
-                    Source::Git(u) => Some(u.clone()),
-                    Source::Folder(p) => Some(p.display().to_string()),
-                };
+                rec.source_url = Some(source.shown());
                 store.upsert_app(&rec)?;
                 dir
             }

@@ -10,18 +10,23 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use pinokio_core::control::{self, Client};
+use pinokio_core::engine::EngineBuilder;
 use pinokio_core::process::Supervisor;
 use pinokio_core::{Engine, EngineOptions, PinokioHome};
 use serde_json::{json, Value};
 
 use crate::cli::{EngineArgs, ExposeArgs, StartArgs, StopArgs};
 
-/// `pinokio engine`: run the background engine in the foreground until
-/// Ctrl-C or a `shutdown` request.
-pub fn engine(home: PinokioHome, options: EngineOptions, _a: EngineArgs) -> Result<ExitCode> {
+/// Build the background engine: shells under supervisors (`pinokio
+/// __shim`), so apps keep running when this engine dies and the next engine
+/// re-adopts them; the state store; the exposer. `customize` adds to the
+/// builder (`pinokio serve`: the HTTP hub as event sink and input answers).
+pub(crate) fn background_engine(
+    home: &PinokioHome,
+    options: EngineOptions,
+    customize: impl FnOnce(EngineBuilder) -> EngineBuilder,
+) -> Result<Engine> {
     home.ensure()?;
-    // Shells run under supervisors (`pinokio __shim`), so apps keep running
-    // when this engine dies and the next engine re-adopts them.
     let exe = std::env::current_exe().context("cannot find the pinokio executable")?;
     let mut b = Engine::builder(home.clone())
         .probe(pinokio_cloud::default_probe())
@@ -41,7 +46,39 @@ pub fn engine(home: PinokioHome, options: EngineOptions, _a: EngineArgs) -> Resu
         home.root(),
         store,
     )));
-    let engine = b.build().context("cannot start the engine")?;
+    // web UI URLs from every shell's output and listening ports
+    b = b.url_watchers(pinokio_cloud::urls::shell_watchers());
+    customize(b).build().context("cannot start the engine")
+}
+
+/// Say what an engine re-adopted from an earlier one (stderr).
+pub(crate) fn print_readopt(r: &pinokio_core::adopt::ReadoptReport) {
+    if !r.is_empty() {
+        eprintln!(
+            "re-adopted {} shell(s) of {} script(s) left by an earlier engine; \
+             stopped {} of interrupted runs; {} had ended{}",
+            r.adopted.len(),
+            r.scripts.len(),
+            r.stopped.len(),
+            r.ended.len(),
+            if r.failed.is_empty() {
+                String::new()
+            } else {
+                format!("; unreachable: {}", r.failed.join("; "))
+            }
+        );
+    }
+}
+
+/// `pinokio engine`: run the background engine in the foreground until
+/// Ctrl-C or a `shutdown` request.
+pub fn engine(home: PinokioHome, options: EngineOptions, _a: EngineArgs) -> Result<ExitCode> {
+    let engine = background_engine(&home, options, |b| b)?;
+    // idle shutdown, when PINOKIO_IDLE_MINUTES enables it
+    let _idle = pinokio_cloud::idle::start_from_env(
+        &engine,
+        Arc::new(|n: &pinokio_cloud::idle::IdleNotice| eprintln!("idle: {n}")),
+    )?;
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
@@ -52,23 +89,7 @@ pub fn engine(home: PinokioHome, options: EngineOptions, _a: EngineArgs) -> Resu
         std::process::id(),
         control::socket_path(engine.home().root()).display()
     );
-    control::serve_reporting(engine, stop, |r| {
-        if !r.is_empty() {
-            eprintln!(
-                "re-adopted {} shell(s) of {} script(s) left by an earlier engine; \
-                 stopped {} of interrupted runs; {} had ended{}",
-                r.adopted.len(),
-                r.scripts.len(),
-                r.stopped.len(),
-                r.ended.len(),
-                if r.failed.is_empty() {
-                    String::new()
-                } else {
-                    format!("; unreachable: {}", r.failed.join("; "))
-                }
-            );
-        }
-    })?;
+    control::serve_reporting(engine, stop, print_readopt)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -145,6 +166,13 @@ pub(crate) fn print_exposure(reply: &Value) {
 
 /// `pinokio expose APP`: make a running app reachable; print the URL.
 pub fn expose(home: PinokioHome, a: ExposeArgs) -> Result<ExitCode> {
+    if a.install {
+        // the user asked for the tunnel program: install it when missing
+        let tool = pinokio_cloud::install::Tool::parse(&a.via)
+            .ok_or_else(|| anyhow::anyhow!("--install needs --via cloudflare or --via ngrok"))?;
+        home.ensure()?;
+        super::tools::ensure_tool(&home, tool)?;
+    }
     let client = ensure_engine(&home)?;
     let reply = client.request(&json!({"op": "expose", "app": a.app, "via": a.via}))?;
     let e = &reply["exposure"];

@@ -9,6 +9,8 @@ pub mod maintain;
 pub mod menu;
 pub mod plan;
 pub mod run;
+pub mod serve;
+pub mod tools;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -50,33 +52,11 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Stop(a) => daemon::stop(home, a),
         Command::Expose(a) => daemon::expose(home, a),
         Command::Unexpose(a) => daemon::unexpose(home, a),
+        Command::Tools(a) => tools::tools(home, a),
         Command::Engine(a) => daemon::engine(home, options, a),
+        Command::Serve(a) => serve::serve(home, options, a),
         Command::Shutdown => daemon::shutdown(home),
         Command::Doctor(_) => unreachable!("handled above"),
-    }
-}
-
-/// The clone URL of a catalog app id. An id the catalog does not know is
-/// `None`; an entry that cannot be installed (missing repository, not a
-/// launcher) is an error saying so; an unknown id with close matches is an
-/// error suggesting them.
-pub fn catalog_clone_url(home: &PinokioHome, id: &str) -> Result<Option<String>> {
-    let catalog = pinokio_core::catalog::Catalog::for_home(home)?;
-    match catalog.get(id) {
-        Some(app) => {
-            if let Some(problem) = app.status.problem() {
-                bail!("{id}: {problem}; it cannot be installed");
-            }
-            Ok(Some(app.clone_url.clone()))
-        }
-        None => {
-            let close = catalog.suggest(id);
-            if close.is_empty() {
-                Ok(None)
-            } else {
-                bail!("unknown app {id:?}; did you mean: {}?", close.join(", "))
-            }
-        }
     }
 }
 

@@ -44,10 +44,15 @@ pub fn run(home: PinokioHome, options: EngineOptions, a: RunArgs) -> Result<Exit
         let r = renderer.clone();
         FnSink(move |ev: &pinokio_core::Event| r.emit(ev))
     };
+    // `proxy.start` steps expose through the platform's proxy (or an
+    // opted-in tunnel) while the run lasts
+    let exposer = pinokio_cloud::expose::exposer_for(home.root(), None);
     let engine = Engine::builder(home)
         .probe(pinokio_cloud::default_probe())
         .options(options)
         .sink(Arc::new(sink))
+        .url_watchers(pinokio_cloud::urls::shell_watchers())
+        .exposer(Arc::new(exposer))
         .build()
         .context("cannot start the engine")?;
     // the id the engine gives the run (its resolved absolute path)

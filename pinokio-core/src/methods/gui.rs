@@ -26,6 +26,7 @@ pub fn register(r: &mut Registry) {
     r.register("loading.start", loading);
     r.register("loading.end", loading);
     r.register("proxy.start", proxy_start);
+    r.register("proxy.stop", proxy_stop);
     r.register("input", input);
 }
 
@@ -215,7 +216,7 @@ fn close(cx: &mut MethodCx<'_>, params: Value) -> Result<Option<Value>, MethodEr
 }
 
 // ---------------------------------------------------------------------------
-// modal, htmlmodal.*, loading.*, proxy.start
+// modal, htmlmodal.*, loading.*
 // ---------------------------------------------------------------------------
 
 fn modal(cx: &mut MethodCx<'_>, params: Value) -> Result<Option<Value>, MethodError> {
@@ -266,12 +267,141 @@ fn loading(cx: &mut MethodCx<'_>, params: Value) -> Result<Option<Value>, Method
     Ok(None)
 }
 
-fn proxy_start(cx: &mut MethodCx<'_>, _params: Value) -> Result<Option<Value>, MethodError> {
-    cx.emit(EventKind::Warning {
-        index: Some(cx.index),
-        message: "proxy.start is ignored when used as a step (Pinokio lists it as deprecated); the step does nothing"
-            .into(),
-    });
+// ---------------------------------------------------------------------------
+// proxy.start, proxy.stop
+// ---------------------------------------------------------------------------
+//
+// Desktop Pinokio ignores `proxy.start` steps (deprecated list) and uses
+// its LAN proxy only for the `local.set` sharing hook. Headless, a launcher
+// asking to proxy its web UI is asking for it to be reachable, so
+// `proxy.start {uri, name}` asks the engine's exposer (platform proxy, or
+// an opted-in tunnel) to expose `uri` for the script's app, and
+// `proxy.stop {uri}` unexposes it. The exposure is closed when the script
+// stops. Where nothing can expose it (no exposer, a local machine, a
+// platform without a proxy and no tunnel opt-in), the step says why in a
+// warning and resolves `undefined`, as upstream does.
+//
+// Result of `proxy.start` when exposed: the exposure
+// `{app, via, local_url, public_url, state, note}` plus `name` (the
+// param) and `uri` (the public URL, as `cloudflare.tunnel` returns it).
+// `proxy.stop` resolves `undefined`.
+
+#[derive(Debug, Default, Deserialize)]
+struct ProxyParams {
+    uri: Option<Value>,
+    url: Option<Value>,
+    name: Option<Value>,
+}
+
+/// The app an exposure belongs to: the script's app folder name, else its
+/// folder's name.
+fn proxy_app(cx: &MethodCx<'_>) -> String {
+    cx.engine
+        .app_id_of(cx.run.app_root.as_deref())
+        .or_else(|| {
+            cx.run
+                .cwd
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| "app".into())
+}
+
+/// `uri` as a local URL to expose: `http(s)://...`, wildcard hosts made
+/// reachable. `Err` says what is wrong with it.
+fn proxy_uri(p: &ProxyParams) -> Result<String, String> {
+    let raw = text(&p.uri)
+        .or_else(|| text(&p.url))
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| "`uri` is required".to_string())?;
+    if !(raw.starts_with("http://") || raw.starts_with("https://")) || raw.contains("{{") {
+        return Err(format!("`uri` is not a URL: {raw:?}"));
+    }
+    Ok(raw
+        .replacen("://0.0.0.0", "://127.0.0.1", 1)
+        .replacen("://[::]", "://[::1]", 1))
+}
+
+fn proxy_start(cx: &mut MethodCx<'_>, params: Value) -> Result<Option<Value>, MethodError> {
+    let p: ProxyParams = parse_params(cx.method, params)?;
+    let warn = |cx: &MethodCx<'_>, message: String| {
+        cx.emit(EventKind::Warning {
+            index: Some(cx.index),
+            message,
+        })
+    };
+    let uri = match proxy_uri(&p) {
+        Ok(u) => u,
+        Err(e) => {
+            warn(cx, format!("proxy.start: nothing exposed: {e}"));
+            return Ok(None);
+        }
+    };
+    let app = proxy_app(cx);
+    let name = text(&p.name);
+    match cx.engine.exposer().expose(&app, &uri, None) {
+        Ok(e) => {
+            cx.engine.track_exposure(cx.script_id(), &app, &uri);
+            let public = e.public_url.clone().unwrap_or_else(|| "-".into());
+            cx.output(format!(
+                "proxy.start: {}{uri} is reachable at {public} ({}){}\n",
+                name.as_deref()
+                    .map(|n| format!("{n}: "))
+                    .unwrap_or_default(),
+                e.via,
+                e.note
+                    .as_deref()
+                    .map(|n| format!("; {n}"))
+                    .unwrap_or_default()
+            ));
+            let mut v = serde_json::to_value(&e).unwrap_or_else(|_| json!({}));
+            if let Value::Object(m) = &mut v {
+                m.insert(
+                    "name".into(),
+                    name.map(Value::String).unwrap_or(Value::Null),
+                );
+                m.insert(
+                    "uri".into(),
+                    e.public_url.map(Value::String).unwrap_or(Value::Null),
+                );
+            }
+            Ok(Some(v))
+        }
+        Err(reason) => {
+            warn(cx, format!("proxy.start: {uri} was not exposed: {reason}"));
+            Ok(None)
+        }
+    }
+}
+
+fn proxy_stop(cx: &mut MethodCx<'_>, params: Value) -> Result<Option<Value>, MethodError> {
+    let p: ProxyParams = parse_params(cx.method, params)?;
+    let uri = match proxy_uri(&p) {
+        Ok(u) => u,
+        Err(e) => {
+            cx.emit(EventKind::Warning {
+                index: Some(cx.index),
+                message: format!("proxy.stop: nothing stopped: {e}"),
+            });
+            return Ok(None);
+        }
+    };
+    let app = proxy_app(cx);
+    let stopped = cx.engine.exposer().unexpose_url(&app, &uri);
+    cx.engine.untrack_exposure(&app, &uri);
+    if stopped.is_empty() {
+        cx.output(format!("proxy.stop: {uri} was not exposed\n"));
+    } else {
+        let what: Vec<String> = stopped
+            .iter()
+            .map(|e| format!("{} {}", e.via, e.public_url.as_deref().unwrap_or("-")))
+            .collect();
+        cx.output(format!(
+            "proxy.stop: {uri} no longer exposed ({})\n",
+            what.join(", ")
+        ));
+    }
     Ok(None)
 }
 

@@ -171,7 +171,6 @@ pub const NOT_SUPPORTED: &[(&str, &str)] = &[
         "cloudflare.stop",
         "tunnels arrive with pinokio-cloud exposure",
     ),
-    ("proxy.stop", "LAN proxies are desktop-only"),
     ("web.expose", "exposure arrives with pinokio-cloud"),
     (
         "key.set",

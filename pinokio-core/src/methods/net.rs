@@ -39,7 +39,7 @@ pub(crate) fn ensure_crypto_provider() {
 
 /// A blocking client for `url`: proxies from the process environment apply,
 /// except for loopback addresses.
-pub(crate) fn client_for(url: &Url, timeout: Option<Duration>) -> Result<Client, String> {
+pub fn client_for(url: &Url, timeout: Option<Duration>) -> Result<Client, String> {
     ensure_crypto_provider();
     let mut b = Client::builder().timeout(timeout);
     if is_loopback(url) {
@@ -74,7 +74,7 @@ fn is_loopback(url: &Url) -> bool {
 }
 
 /// An error with its sources (`error sending request ...: connection refused`).
-pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

@@ -115,6 +115,22 @@ pub struct ProcessRecord {
 pub trait OutputSink: Send + Sync {
     fn output(&self, rec: &ProcessRecord, step: Option<usize>, depth: usize, raw: &str);
     fn exited(&self, rec: &ProcessRecord, step: Option<usize>, depth: usize, code: Option<i32>);
+    /// The shell's URL watcher (see [`crate::urlwatch`]) found a web UI
+    /// URL. Called before the output that showed it reaches the shell's
+    /// subscribers (`on` handlers).
+    fn url_found(
+        &self,
+        _rec: &ProcessRecord,
+        _step: Option<usize>,
+        _depth: usize,
+        _found: &crate::urlwatch::FoundUrl,
+    ) {
+    }
+    /// Should a shell that has shown no URL yet have its listening ports
+    /// polled? (The engine says yes for shells of idle daemon scripts.)
+    fn poll_ports(&self, _rec: &ProcessRecord) -> bool {
+        false
+    }
 }
 
 /// An [`OutputSink`] that drops everything.
@@ -168,6 +184,9 @@ pub struct ManagerOptions {
     /// so shells outlive this process and can be re-adopted (see
     /// [`shim`]). `None`: the terminals live in this process.
     pub supervisor: Option<Supervisor>,
+    /// One URL watcher per shell, fed in its reader thread (see
+    /// [`crate::urlwatch`]). `None`: no URL detection.
+    pub url_watchers: Option<crate::urlwatch::UrlWatchers>,
 }
 
 /// How to start shell supervisors.
@@ -200,6 +219,7 @@ impl Default for ManagerOptions {
             keep_exited: 256,
             kill_on_drop: Some(Duration::from_secs(2)),
             supervisor: None,
+            url_watchers: None,
         }
     }
 }
@@ -217,6 +237,9 @@ const DRAIN_QUIET_MS: i32 = 30;
 const IDLE_POLL_MS: i32 = 100;
 /// How long a supervisor may take to start and answer.
 const SUPERVISOR_START: Duration = Duration::from_secs(20);
+/// How often a shell's URL watcher is ticked (it rate-limits its own
+/// port scans).
+const URL_TICK: Duration = Duration::from_millis(250);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     match m.lock() {
@@ -1115,6 +1138,11 @@ struct Delivery {
     norm: Normalizer,
     lines: LineAssembler,
     exited_sent: bool,
+    /// The shell's URL watcher, if the manager has watchers.
+    watcher: Option<Box<dyn crate::urlwatch::UrlWatcher>>,
+    /// A local URL was reported (port polling stops).
+    shown_url: bool,
+    last_tick: Instant,
 }
 
 impl Delivery {
@@ -1126,6 +1154,11 @@ impl Delivery {
         depth: usize,
         transcript: Option<Transcript>,
     ) -> Self {
+        let watcher = inner
+            .opts
+            .url_watchers
+            .as_ref()
+            .map(|w| w.0.watcher(rec.pid));
         Delivery {
             inner,
             shell,
@@ -1137,6 +1170,53 @@ impl Delivery {
             norm: Normalizer::new(),
             lines: LineAssembler::new(MAX_LINE_CHARS),
             exited_sent: false,
+            watcher,
+            shown_url: false,
+            last_tick: Instant::now(),
+        }
+    }
+
+    /// Feed the URL watcher (before subscribers see the text, so a URL is
+    /// known when an `on` handler ends the step).
+    fn watch(&mut self, text: &str) {
+        let Some(w) = self.watcher.as_mut() else {
+            return;
+        };
+        // a watcher that panics is dropped; the shell's output goes on
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.feed(text))) {
+            Ok(found) => self.report_urls(found),
+            Err(_) => self.watcher = None,
+        }
+    }
+
+    fn report_urls(&mut self, found: Vec<crate::urlwatch::FoundUrl>) {
+        for f in found {
+            if !f.public {
+                self.shown_url = true;
+            }
+            let (rec, step, depth) = (&self.rec, self.step, self.depth);
+            self.guarded(|s| s.url_found(rec, step, depth, &f));
+        }
+    }
+
+    /// Let the URL watcher confirm guesses and poll ports (rate-limited).
+    fn tick(&mut self) {
+        if self.watcher.is_none() || self.exited_sent || self.last_tick.elapsed() < URL_TICK {
+            return;
+        }
+        self.last_tick = Instant::now();
+        let poll = !self.shown_url && {
+            let sink = self.inner.sink.clone();
+            let rec = &self.rec;
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sink.poll_ports(rec)))
+                .unwrap_or(false)
+        };
+        let Some(w) = self.watcher.as_mut() else {
+            return;
+        };
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.tick(poll))) {
+            Ok(found) => self.report_urls(found),
+            Err(_) => self.watcher = None,
         }
     }
 
@@ -1168,6 +1248,8 @@ impl Delivery {
         let mut done = Vec::new();
         self.lines.push(&text, &mut done);
         self.ring(&done);
+        // the URL an adopted app printed before this engine attached
+        self.watch(&text);
     }
 
     fn ring(&self, done: &[String]) {
@@ -1193,6 +1275,7 @@ impl Delivery {
         if let Some(t) = &self.transcript {
             t.lines(&done);
         }
+        self.watch(&text);
         if !self.exited_sent {
             let mut st = self.shell.st();
             st.subscribers
@@ -1295,6 +1378,7 @@ impl Reader {
         let mut buf = vec![0u8; CHUNK];
         let mut exit: Option<(Option<i32>, Instant)> = None;
         loop {
+            self.d.tick();
             if exit.is_none() {
                 if let Some(code) = self.try_reap() {
                     exit = Some((code, Instant::now()));
@@ -1419,6 +1503,7 @@ impl ShimReader {
     fn pump(&mut self) -> bool {
         let fd = self.stream.as_raw_fd();
         loop {
+            self.d.tick();
             match poll_in(fd, IDLE_POLL_MS) {
                 Poll::Ready => match self.frames.fill(&mut self.stream) {
                     Ok(wire::ReadStatus::Data) => loop {
