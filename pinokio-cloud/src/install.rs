@@ -18,9 +18,8 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::atomic::AtomicBool;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A program this module installs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -276,49 +275,24 @@ fn fetch_and_place(
 /// Run `program args` and return the first line it printed; an error
 /// when it cannot start, exits non-zero or takes longer than `limit`.
 fn run_version(program: &Path, args: &[&str], limit: Duration) -> Result<String, String> {
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot start it: {e}"))?;
-    let t0 = Instant::now();
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(st)) => break st,
-            Ok(None) if t0.elapsed() > limit => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!(
-                    "`{}` did not answer within {} s",
-                    args.join(" "),
-                    limit.as_secs()
-                ));
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => return Err(e.to_string()),
-        }
-    };
-    let read = |r: Option<&mut dyn std::io::Read>| {
-        let mut s = String::new();
-        if let Some(r) = r {
-            let _ = r.read_to_string(&mut s);
-        }
-        s
-    };
-    let out = read(child.stdout.as_mut().map(|o| o as &mut dyn std::io::Read));
-    let err = read(child.stderr.as_mut().map(|o| o as &mut dyn std::io::Read));
+    use crate::command::{CommandRunner, SystemRunner};
+    let out = SystemRunner
+        .run(program, args, limit)
+        .map_err(|e| e.to_string())?;
     let first = out
+        .stdout
         .lines()
-        .chain(err.lines())
+        .chain(out.stderr.lines())
         .map(str::trim)
         .find(|l| !l.is_empty())
         .unwrap_or("")
         .to_string();
-    if !status.success() {
+    if !out.success() {
+        let code = out
+            .code
+            .map_or("a signal".to_string(), |c| format!("exit code {c}"));
         return Err(format!(
-            "`{}` exited with {status}{}",
+            "`{}` ended with {code}{}",
             args.join(" "),
             if first.is_empty() {
                 String::new()
