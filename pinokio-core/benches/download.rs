@@ -7,6 +7,9 @@
 //! - from a server that throttles each connection: 8 connections at least
 //!   5x as fast as one.
 //!
+//! Segment bodies are read by the built-in HTTP/1.1 reader (the default);
+//! one more run reads them through reqwest, for comparison.
+//!
 //! The server is this program started again as a child process
 //! (`PINOKIO_BENCH_SERVE=<file>`): HTTP/1.1 with HEAD and Range, the body
 //! sent with `sendfile`, optionally throttled per connection
@@ -178,6 +181,10 @@ impl Run {
 }
 
 fn ours(url: &str, dest: &Path, connections: Option<usize>) -> Run {
+    ours_with(url, dest, connections, true)
+}
+
+fn ours_with(url: &str, dest: &Path, connections: Option<usize>, builtin_http: bool) -> Run {
     let _ = std::fs::remove_file(dest);
     let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::blocking::Client::builder()
@@ -186,6 +193,7 @@ fn ours(url: &str, dest: &Path, connections: Option<usize>) -> Run {
         .unwrap();
     let opts = DownloadOptions {
         connections,
+        builtin_http,
         ..Default::default()
     };
     let run = Run::measure(libc::RUSAGE_SELF, || {
@@ -272,17 +280,20 @@ fn main() {
     let mut ours_1 = Vec::new();
     let mut ours_4 = Vec::new();
     let mut curls = Vec::new();
+    let mut via_reqwest = Vec::new();
     for _ in 0..rounds {
         if let Some(r) = curl(&url, &dest) {
             curls.push(r);
         }
         ours_1.push(ours(&url, &dest, Some(1)));
         ours_4.push(ours(&url, &dest, None));
+        via_reqwest.push(ours_with(&url, &dest, Some(1), false));
     }
     drop(server);
     let rate = |r: &Run| bytes as f64 / r.wall.as_secs_f64() / 1e6;
     let o1 = median_by(ours_1, |r| r.wall.as_secs_f64());
     let o4 = median_by(ours_4, |r| r.wall.as_secs_f64());
+    let or = median_by(via_reqwest, |r| r.wall.as_secs_f64());
     println!("file: {mib} MiB over loopback, median of {rounds} runs");
     if curls.is_empty() {
         println!("curl not found or failed: throughput comparison skipped");
@@ -320,6 +331,17 @@ fn main() {
             ok,
         );
     }
+    line(
+        "CPU, one connection, bodies read by reqwest (info)",
+        format!(
+            "{:.3} s ({:.3} user), {:.0} MB/s",
+            or.cpu / gb,
+            or.user / gb,
+            rate(&or)
+        ),
+        "",
+        true,
+    );
 
     // (b) a throttled server: 8 connections against 1.
     let per_conn: u64 = 4 << 20;

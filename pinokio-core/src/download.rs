@@ -16,8 +16,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::blocking::{Client, RequestBuilder, Response};
 use reqwest::header::{
-    ACCEPT_RANGES, AUTHORIZATION, CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_RANGE, ETAG, RANGE,
-    RETRY_AFTER, USER_AGENT,
+    ACCEPT_RANGES, CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_RANGE, ETAG, RANGE, RETRY_AFTER,
 };
 use reqwest::{StatusCode, Url};
 use serde::{Deserialize, Serialize};
@@ -28,14 +27,14 @@ const DEFAULT_SEGMENTS: usize = 4;
 const DEFAULT_RETRIES: u32 = 5;
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Bytes gathered per segment before one positioned write.
-const WRITE_BUFFER: usize = 1 << 20;
+const WRITE_BUFFER: usize = 2 << 20;
 /// Longest time received bytes wait in that buffer.
 const FLUSH_EVERY: Duration = Duration::from_millis(200);
 /// Bytes written per segment between two writeback hints.
 const WRITEBACK_EVERY: u64 = 16 << 20;
 /// Buffers per segment: one being filled from the connection while the
 /// others are written (direct writes wait for the disk).
-const WRITE_BUFFERS: usize = 3;
+const WRITE_BUFFERS: usize = 2;
 /// Alignment of direct (`O_DIRECT`) writes: offsets, lengths and memory.
 const DIRECT_ALIGN: usize = 4096;
 /// Files from this size on are written with direct I/O where the file
@@ -60,6 +59,11 @@ pub struct DownloadOptions {
     /// First backoff delay (doubles per attempt, with jitter).
     pub backoff: Duration,
     pub user_agent: String,
+    /// Read segment bodies with the built-in HTTP/1.1 reader (`http1.rs`:
+    /// no extra copy, no runtime thread) where it applies: http(s) without
+    /// a proxy from the environment. False, or `PINOKIO_DOWNLOAD_BUILTIN_HTTP=0`:
+    /// reqwest for everything.
+    pub builtin_http: bool,
 }
 
 impl Default for DownloadOptions {
@@ -73,6 +77,7 @@ impl Default for DownloadOptions {
             hf_endpoint: None,
             backoff: Duration::from_millis(500),
             user_agent: crate::methods::net::USER_AGENT.to_string(),
+            builtin_http: true,
         }
     }
 }
@@ -181,19 +186,27 @@ fn is_hf_host(url: &Url, opts: &DownloadOptions) -> bool {
         .unwrap_or(false)
 }
 
+/// The headers of a download request to `url` besides Range: the user
+/// agent, and the token for the Hugging Face host only.
+fn request_headers(url: &Url, opts: &DownloadOptions) -> Vec<(&'static str, String)> {
+    let mut h = vec![("User-Agent", opts.user_agent.clone())];
+    if let Some(tok) = opts.hf_token.as_deref().filter(|t| !t.is_empty()) {
+        if is_hf_host(url, opts) {
+            h.push(("Authorization", format!("Bearer {tok}")));
+        }
+    }
+    h
+}
+
 fn request(
     client: &Client,
     method: reqwest::Method,
     url: &Url,
     opts: &DownloadOptions,
 ) -> RequestBuilder {
-    let mut rb = client
-        .request(method, url.clone())
-        .header(USER_AGENT, &opts.user_agent);
-    if let Some(tok) = opts.hf_token.as_deref().filter(|t| !t.is_empty()) {
-        if is_hf_host(url, opts) {
-            rb = rb.header(AUTHORIZATION, format!("Bearer {tok}"));
-        }
+    let mut rb = client.request(method, url.clone());
+    for (k, v) in request_headers(url, opts) {
+        rb = rb.header(k, v);
     }
     rb
 }
@@ -296,20 +309,21 @@ enum Attempt {
     },
 }
 
-fn retry_after(r: &Response) -> Option<Duration> {
-    header_str(r, RETRY_AFTER)
-        .and_then(|v| v.parse::<u64>().ok())
-        .map(|s| Duration::from_secs(s.min(300)))
+fn status_attempt(r: &Response) -> Attempt {
+    status_attempt_of(r.status(), header_str(r, RETRY_AFTER).as_deref())
 }
 
-fn status_attempt(r: &Response) -> Attempt {
-    let s = r.status();
+/// What a non-2xx answer means for the attempt: 5xx, 429 and 408 are
+/// retried (after `Retry-After` seconds when given), the rest are final.
+fn status_attempt_of(s: StatusCode, retry_after: Option<&str>) -> Attempt {
     let msg = format!("HTTP {s}");
     if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS || s == StatusCode::REQUEST_TIMEOUT
     {
         Attempt::Retry {
             msg,
-            after: retry_after(r),
+            after: retry_after
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(|s| Duration::from_secs(s.min(300))),
         }
     } else {
         Attempt::Fatal(msg)
@@ -477,6 +491,9 @@ struct Seg {
 
 struct Shared {
     client: Client,
+    /// Segment bodies are read with the built-in reader (`http1.rs`) unless
+    /// the options or the environment say otherwise.
+    http1: Option<crate::http1::Http1>,
     url: Url,
     opts: DownloadOptions,
     ranges: bool,
@@ -699,6 +716,7 @@ pub fn download_probed(
     let cancel_flag = Arc::new(AtomicBool::new(false));
     let shared = Arc::new(Shared {
         client: client.clone(),
+        http1: builtin_http(opts).then(crate::http1::Http1::default),
         url: target,
         opts: opts.clone(),
         ranges: probe.ranges,
@@ -846,24 +864,57 @@ pub fn download_probed(
 
 const CANCELLED: &str = "\u{0}cancelled";
 
-/// A write buffer whose memory is aligned for direct I/O.
+/// A write buffer aligned for direct I/O, in huge pages where the kernel
+/// gives them (`MADV_HUGEPAGE`): the socket copies into it and direct
+/// writes pin it with a handful of page lookups instead of hundreds.
 struct AlignedBuf {
-    raw: Vec<u8>,
-    offset: usize,
-    len: usize,
+    ptr: std::ptr::NonNull<u8>,
+    layout: std::alloc::Layout,
 }
+
+// SAFETY: the buffer owns its allocation exclusively, like a Vec<u8>.
+unsafe impl Send for AlignedBuf {}
+
+/// Alignment of full-size write buffers: one huge page.
+const BUFFER_ALIGN: usize = 2 << 20;
 
 impl AlignedBuf {
     fn new(len: usize) -> AlignedBuf {
-        let raw = vec![0u8; len + DIRECT_ALIGN];
-        let offset = raw.as_ptr().align_offset(DIRECT_ALIGN);
-        AlignedBuf { raw, offset, len }
+        let huge = len >= BUFFER_ALIGN;
+        let align = if huge { BUFFER_ALIGN } else { DIRECT_ALIGN };
+        let layout =
+            std::alloc::Layout::from_size_align(len.max(1), align).expect("a valid buffer layout");
+        // SAFETY: the layout has a non-zero size; the memory is zeroed
+        // below before any slice of it exists.
+        let raw = unsafe { std::alloc::alloc(layout) };
+        let Some(ptr) = std::ptr::NonNull::new(raw) else {
+            std::alloc::handle_alloc_error(layout)
+        };
+        #[cfg(target_os = "linux")]
+        if huge {
+            // SAFETY: advice on memory this buffer owns; failure is harmless.
+            unsafe {
+                libc::madvise(raw.cast(), layout.size(), libc::MADV_HUGEPAGE);
+            }
+        }
+        // SAFETY: `raw` is valid for `layout.size()` bytes.
+        unsafe { std::ptr::write_bytes(raw, 0, layout.size()) };
+        AlignedBuf { ptr, layout }
     }
     fn as_slice(&self) -> &[u8] {
-        &self.raw[self.offset..self.offset + self.len]
+        // SAFETY: owned, initialized memory of this size.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.layout.size()) }
     }
     fn as_mut_slice(&mut self) -> &mut [u8] {
-        &mut self.raw[self.offset..self.offset + self.len]
+        // SAFETY: owned, initialized memory of this size, borrowed mutably.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.layout.size()) }
+    }
+}
+
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this layout.
+        unsafe { std::alloc::dealloc(self.ptr.as_ptr(), self.layout) }
     }
 }
 
@@ -969,19 +1020,29 @@ fn fetch_segment(sh: &Shared, i: usize) -> Result<(), Attempt> {
         }
     }
     let single = sh.segs.len() == 1;
-    let mut rb = request(&sh.client, reqwest::Method::GET, &sh.url, &sh.opts);
     let ranged = sh.ranges && (pos > 0 || !single);
-    if ranged {
-        let r = match seg.end {
-            Some(e) => format!("bytes={pos}-{}", e - 1),
-            None => format!("bytes={pos}-"),
-        };
-        rb = rb.header(RANGE, r);
-    }
-    let mut resp = rb.send().map_err(|e| net_attempt(&e))?;
-    let st = resp.status();
+    let range = ranged.then(|| match seg.end {
+        Some(e) => format!("bytes={pos}-{}", e - 1),
+        None => format!("bytes={pos}-"),
+    });
+    let mut body = open_body(sh, range.as_deref())?;
+    let st = body.status;
     if !st.is_success() {
-        return Err(status_attempt(&resp));
+        return Err(status_attempt_of(st, body.retry_after.as_deref()));
+    }
+    if st == StatusCode::PARTIAL_CONTENT {
+        let start = body
+            .content_range
+            .as_deref()
+            .and_then(|v| v.trim().strip_prefix("bytes "))
+            .and_then(|v| v.split('-').next())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if start.is_some_and(|s| s != pos) {
+            return Err(Attempt::Fatal(format!(
+                "asked for bytes from {pos}, the server sent {}",
+                body.content_range.as_deref().unwrap_or_default()
+            )));
+        }
     }
     let mut pos = pos;
     if st != StatusCode::PARTIAL_CONTENT && pos > 0 {
@@ -1005,8 +1066,15 @@ fn fetch_segment(sh: &Shared, i: usize) -> Result<(), Attempt> {
     std::thread::scope(|scope| {
         let (work_tx, work_rx) = std::sync::mpsc::sync_channel::<(AlignedBuf, usize, u64)>(1);
         let (free_tx, free_rx) = std::sync::mpsc::channel::<AlignedBuf>();
+        // no bigger than what is left of the segment (small files)
+        let left = seg
+            .end
+            .map_or(WRITE_BUFFER as u64, |e| e.saturating_sub(pos));
+        let len = (left.min(WRITE_BUFFER as u64) as usize)
+            .next_multiple_of(DIRECT_ALIGN)
+            .max(DIRECT_ALIGN);
         for _ in 0..WRITE_BUFFERS {
-            let _ = free_tx.send(AlignedBuf::new(WRITE_BUFFER));
+            let _ = free_tx.send(AlignedBuf::new(len));
         }
         let writer = scope.spawn(move || -> Result<(), String> {
             let mut written_from = None;
@@ -1026,7 +1094,7 @@ fn fetch_segment(sh: &Shared, i: usize) -> Result<(), Attempt> {
             }
             Ok(())
         });
-        let received = receive(sh, seg, &mut resp, pos, direct, &work_tx, &free_rx);
+        let received = receive(sh, seg, &mut body.reader, pos, direct, &work_tx, &free_rx);
         drop(work_tx);
         let written = writer
             .join()
@@ -1038,12 +1106,67 @@ fn fetch_segment(sh: &Shared, i: usize) -> Result<(), Attempt> {
     })
 }
 
+/// An answer to a segment request, from either client.
+struct Body {
+    status: StatusCode,
+    retry_after: Option<String>,
+    content_range: Option<String>,
+    reader: Box<dyn Read + Send>,
+}
+
+fn builtin_http(opts: &DownloadOptions) -> bool {
+    opts.builtin_http && !std::env::var("PINOKIO_DOWNLOAD_BUILTIN_HTTP").is_ok_and(|v| v == "0")
+}
+
+/// Send a segment's request: with the built-in reader when it can, else
+/// (or when it hands back what it does not do) with reqwest.
+fn open_body(sh: &Shared, range: Option<&str>) -> Result<Body, Attempt> {
+    use crate::http1::Http1Error;
+    if let Some(w) = &sh.http1 {
+        let headers = |u: &Url| {
+            let mut h = request_headers(u, &sh.opts);
+            if let Some(r) = range {
+                h.push(("Range", r.to_string()));
+            }
+            h
+        };
+        match w.get(&sh.url, &headers) {
+            Ok(r) => {
+                let status = StatusCode::from_u16(r.status).map_err(|_| Attempt::Retry {
+                    msg: format!("a bad status code {}", r.status),
+                    after: None,
+                })?;
+                return Ok(Body {
+                    status,
+                    retry_after: r.header("retry-after").map(str::to_string),
+                    content_range: r.header("content-range").map(str::to_string),
+                    reader: Box::new(r),
+                });
+            }
+            Err(Http1Error::Unsupported(_)) => {}
+            Err(Http1Error::Net(msg)) => return Err(Attempt::Retry { msg, after: None }),
+            Err(Http1Error::Fatal(m)) => return Err(Attempt::Fatal(m)),
+        }
+    }
+    let mut rb = request(&sh.client, reqwest::Method::GET, &sh.url, &sh.opts);
+    if let Some(r) = range {
+        rb = rb.header(RANGE, r);
+    }
+    let resp = rb.send().map_err(|e| net_attempt(&e))?;
+    Ok(Body {
+        status: resp.status(),
+        retry_after: header_str(&resp, RETRY_AFTER),
+        content_range: header_str(&resp, CONTENT_RANGE),
+        reader: Box::new(resp),
+    })
+}
+
 /// Read the body into buffers handed to the writer; the file offset after
 /// the last byte received.
 fn receive(
     sh: &Shared,
     seg: &Seg,
-    resp: &mut Response,
+    resp: &mut dyn Read,
     mut pos: u64,
     direct: bool,
     work: &std::sync::mpsc::SyncSender<(AlignedBuf, usize, u64)>,

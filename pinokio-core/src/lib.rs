@@ -30,6 +30,7 @@ pub mod extract;
 pub mod facts;
 pub mod hf;
 pub mod home;
+mod http1;
 pub mod js;
 pub mod keypath;
 pub mod loader;

@@ -24,6 +24,10 @@ struct Cfg {
     unavailable: AtomicUsize,
     /// Send 1 KiB every 20 ms.
     slow: bool,
+    /// Answer 503 with Retry-After: 1 to the first N GETs.
+    unavailable_gets: AtomicUsize,
+    /// Claim a range one byte later than the one asked for.
+    wrong_range: bool,
 }
 
 #[derive(Default)]
@@ -32,6 +36,9 @@ struct Stats {
     heads: AtomicUsize,
     body_bytes: AtomicU64,
     ranged_gets: AtomicUsize,
+    /// GETs sent by the downloader's built-in HTTP/1.1 reader (it asks for
+    /// `Accept-Encoding: identity`, spelled so; reqwest does not).
+    builtin_gets: AtomicUsize,
     times: Mutex<Vec<Instant>>,
 }
 
@@ -70,6 +77,9 @@ fn handle(mut c: TcpStream, cfg: &Cfg, st: &Stats) -> std::io::Result<()> {
         if r.read_line(&mut h)? == 0 || h == "\r\n" {
             break;
         }
+        if h == "Accept-Encoding: identity\r\n" && method == "GET" {
+            st.builtin_gets.fetch_add(1, Ordering::SeqCst);
+        }
         let (k, v) = h.split_once(':').unwrap_or(("", ""));
         if k.eq_ignore_ascii_case("range") {
             let v = v.trim().trim_start_matches("bytes=");
@@ -87,6 +97,16 @@ fn handle(mut c: TcpStream, cfg: &Cfg, st: &Stats) -> std::io::Result<()> {
         .unavailable
         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
         .is_ok()
+    {
+        return c.write_all(
+            b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        );
+    }
+    if method == "GET"
+        && cfg
+            .unavailable_gets
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
     {
         return c.write_all(
             b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
@@ -118,7 +138,8 @@ fn handle(mut c: TcpStream, cfg: &Cfg, st: &Stats) -> std::io::Result<()> {
         head.push_str("Accept-Ranges: bytes\r\n");
         if status.starts_with("206") {
             head.push_str(&format!(
-                "Content-Range: bytes {start}-{}/{len}\r\n",
+                "Content-Range: bytes {}-{}/{len}\r\n",
+                start + cfg.wrong_range as u64,
                 end - 1
             ));
         }
@@ -189,6 +210,24 @@ fn fast() -> DownloadOptions {
     }
 }
 
+/// [`fast`] with segment bodies read by the built-in reader or by reqwest.
+fn fast_with(builtin: bool) -> DownloadOptions {
+    DownloadOptions {
+        builtin_http: builtin,
+        ..fast()
+    }
+}
+
+/// The segment GETs went through the client the case asked for.
+fn check_client(s: &Server, builtin: bool) {
+    let gets = s.stats.gets.load(Ordering::SeqCst);
+    let by_builtin = s.stats.builtin_gets.load(Ordering::SeqCst);
+    match builtin {
+        true => assert!(by_builtin > 0, "no GET came from the built-in reader"),
+        false => assert_eq!(by_builtin, 0, "{by_builtin} of {gets} GETs"),
+    }
+}
+
 fn get(
     url: &str,
     dest: &Path,
@@ -207,8 +246,7 @@ fn no_temp(dir: &Path) {
     assert!(left.is_empty(), "{left:?}");
 }
 
-#[test]
-fn resume_after_fault_reuses_part_data() {
+fn resume_after_fault_reuses_part_data(builtin: bool) {
     let body = data(200_000);
     let s = serve(Cfg {
         data: body.clone(),
@@ -220,7 +258,7 @@ fn resume_after_fault_reuses_part_data() {
     let dest = t.path().join("f.bin");
     let opts = DownloadOptions {
         retries: Some(0),
-        ..fast()
+        ..fast_with(builtin)
     };
     let e = get(&format!("{}/f.bin", s.base), &dest, &opts).unwrap_err();
     assert!(e.to_string().contains("/f.bin"), "{e}");
@@ -232,10 +270,10 @@ fn resume_after_fault_reuses_part_data() {
     assert_eq!(s.stats.body_bytes.load(Ordering::SeqCst), 200_000);
     assert_eq!(s.stats.ranged_gets.load(Ordering::SeqCst), 1);
     no_temp(t.path());
+    check_client(&s, builtin);
 }
 
-#[test]
-fn segmented_download_is_identical() {
+fn segmented_download_is_identical(builtin: bool) {
     let body = data(3_000_001);
     let s = serve(Cfg {
         data: body.clone(),
@@ -247,16 +285,16 @@ fn segmented_download_is_identical() {
     let opts = DownloadOptions {
         connections: Some(4),
         sha256: Some(sha(&body)),
-        ..fast()
+        ..fast_with(builtin)
     };
     get(&format!("{}/seg.bin", s.base), &dest, &opts).unwrap();
     assert_eq!(std::fs::read(&dest).unwrap(), body);
     assert_eq!(s.stats.ranged_gets.load(Ordering::SeqCst), 4);
     no_temp(t.path());
+    check_client(&s, builtin);
 }
 
-#[test]
-fn segmented_download_retries_faults() {
+fn segmented_download_retries_faults(builtin: bool) {
     let body = data(1_000_000);
     let s = serve(Cfg {
         data: body.clone(),
@@ -268,15 +306,15 @@ fn segmented_download_retries_faults() {
     let dest = t.path().join("seg.bin");
     let opts = DownloadOptions {
         connections: Some(4),
-        ..fast()
+        ..fast_with(builtin)
     };
     get(&format!("{}/seg.bin", s.base), &dest, &opts).unwrap();
     assert_eq!(std::fs::read(&dest).unwrap(), body);
     assert_eq!(s.stats.body_bytes.load(Ordering::SeqCst), 1_000_000);
+    check_client(&s, builtin);
 }
 
-#[test]
-fn sha256_mismatch_keeps_nothing_and_match_passes() {
+fn sha256_mismatch_keeps_nothing_and_match_passes(builtin: bool) {
     let body = data(50_000);
     let s = serve(Cfg {
         data: body.clone(),
@@ -287,7 +325,7 @@ fn sha256_mismatch_keeps_nothing_and_match_passes() {
     let dest = t.path().join("c.bin");
     let bad = DownloadOptions {
         sha256: Some("00".repeat(32)),
-        ..fast()
+        ..fast_with(builtin)
     };
     let e = get(&format!("{}/c.bin?token=SECRET", s.base), &dest, &bad).unwrap_err();
     let m = e.to_string();
@@ -299,10 +337,11 @@ fn sha256_mismatch_keeps_nothing_and_match_passes() {
     no_temp(t.path());
     let good = DownloadOptions {
         sha256: Some(sha(&body)),
-        ..fast()
+        ..fast_with(builtin)
     };
     get(&format!("{}/c.bin", s.base), &dest, &good).unwrap();
     assert_eq!(std::fs::read(&dest).unwrap(), body);
+    check_client(&s, builtin);
 }
 
 #[test]
@@ -326,8 +365,7 @@ fn existing_complete_file_is_skipped() {
     assert_eq!(std::fs::read(&dest).unwrap(), body);
 }
 
-#[test]
-fn server_without_ranges_works_and_restarts_from_zero() {
+fn server_without_ranges_works_and_restarts_from_zero(builtin: bool) {
     let body = data(100_000);
     let s = serve(Cfg {
         data: body.clone(),
@@ -339,16 +377,16 @@ fn server_without_ranges_works_and_restarts_from_zero() {
     let dest = t.path().join("n.bin");
     let opts = DownloadOptions {
         connections: Some(4),
-        ..fast()
+        ..fast_with(builtin)
     };
     get(&format!("{}/n.bin", s.base), &dest, &opts).unwrap();
     assert_eq!(std::fs::read(&dest).unwrap(), body);
     assert_eq!(s.stats.ranged_gets.load(Ordering::SeqCst), 0);
     no_temp(t.path());
+    check_client(&s, builtin);
 }
 
-#[test]
-fn unavailable_then_ok_honours_retry_after() {
+fn unavailable_then_ok_honours_retry_after(builtin: bool) {
     let body = data(5_000);
     let s = serve(Cfg {
         data: body.clone(),
@@ -358,11 +396,12 @@ fn unavailable_then_ok_honours_retry_after() {
     });
     let t = tempfile::tempdir().unwrap();
     let dest = t.path().join("u.bin");
-    get(&format!("{}/u.bin", s.base), &dest, &fast()).unwrap();
+    get(&format!("{}/u.bin", s.base), &dest, &fast_with(builtin)).unwrap();
     assert_eq!(std::fs::read(&dest).unwrap(), body);
     let times = s.stats.times.lock().unwrap();
     let gap = times[1] - times[0];
     assert!(gap >= Duration::from_millis(950), "{gap:?}");
+    check_client(&s, builtin);
 }
 
 fn write_script(home: &Path, app: &str, script: serde_json::Value) -> String {
@@ -503,3 +542,68 @@ fn large_file_resumes_byte_exactly_across_direct_writes() {
         no_temp(t.path());
     }
 }
+
+/// A GET answered 503 (after a good HEAD) is retried after Retry-After.
+fn segment_unavailable_then_ok(builtin: bool) {
+    let body = data(300_000);
+    let s = serve(Cfg {
+        data: body.clone(),
+        ranges: true,
+        unavailable_gets: AtomicUsize::new(1),
+        ..Default::default()
+    });
+    let t = tempfile::tempdir().unwrap();
+    let dest = t.path().join("g.bin");
+    get(&format!("{}/g.bin", s.base), &dest, &fast_with(builtin)).unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), body);
+    let times = s.stats.times.lock().unwrap().clone();
+    // HEAD, the refused GET, then the GET a second later
+    let gap = times[2] - times[1];
+    assert!(gap >= Duration::from_millis(950), "{gap:?}");
+    check_client(&s, builtin);
+}
+
+/// A server that sends a different range than the one asked for fails the
+/// download instead of writing its bytes at the wrong place.
+fn wrong_range_is_refused(builtin: bool) {
+    let body = data(100_000);
+    let s = serve(Cfg {
+        data: body,
+        ranges: true,
+        wrong_range: true,
+        ..Default::default()
+    });
+    let t = tempfile::tempdir().unwrap();
+    let dest = t.path().join("w.bin");
+    let opts = DownloadOptions {
+        connections: Some(2),
+        ..fast_with(builtin)
+    };
+    let e = get(&format!("{}/w.bin", s.base), &dest, &opts).unwrap_err();
+    assert!(e.to_string().contains("asked for bytes from"), "{e}");
+    assert!(!dest.exists());
+    check_client(&s, builtin);
+}
+
+/// The cases above, once with each client for segment bodies.
+macro_rules! with_each_client {
+    ($($case:ident),* $(,)?) => {
+        mod builtin_reader {
+            $( #[test] fn $case() { super::$case(true) } )*
+        }
+        mod reqwest_reader {
+            $( #[test] fn $case() { super::$case(false) } )*
+        }
+    };
+}
+
+with_each_client!(
+    resume_after_fault_reuses_part_data,
+    segmented_download_is_identical,
+    segmented_download_retries_faults,
+    sha256_mismatch_keeps_nothing_and_match_passes,
+    server_without_ranges_works_and_restarts_from_zero,
+    unavailable_then_ok_honours_retry_after,
+    segment_unavailable_then_ok,
+    wrong_range_is_refused,
+);

@@ -59,7 +59,7 @@ pub fn probe_status(url: &str, timeout: Duration) -> Result<u16, String> {
         .map_err(|e| error_chain(&e))
 }
 
-fn is_loopback(url: &Url) -> bool {
+pub(crate) fn is_loopback(url: &Url) -> bool {
     let Some(host) = url.host_str() else {
         return false;
     };
