@@ -88,6 +88,23 @@ pub enum Command {
     Doctor(DoctorArgs),
 }
 
+impl Command {
+    /// Commands that only print what they find (no processes, downloads or
+    /// file changes to leave half done): a closed stdout may end them.
+    pub fn only_prints(&self) -> bool {
+        matches!(
+            self,
+            Command::Plan(_)
+                | Command::Menu(_)
+                | Command::Search(_)
+                | Command::Info(_)
+                | Command::Status(_)
+                | Command::Logs(_)
+                | Command::Doctor(_)
+        )
+    }
+}
+
 /// `--arg KEY=VALUE`, repeatable.
 #[derive(Debug, Args, Clone, Default)]
 pub struct ScriptArgs {

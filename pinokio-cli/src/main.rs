@@ -23,6 +23,15 @@ fn main() -> ExitCode {
         return ExitCode::from(pinokio_core::process::shim::main_from_stdin() as u8);
     }
     let cli = cli::Cli::parse();
+    if cli.command.only_prints() {
+        // `pinokio doctor | head`: end quietly when the reader goes away,
+        // as other Unix tools do, instead of failing on the next print.
+        // SAFETY: restoring the default disposition of one signal before
+        // any thread of ours exists.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     match commands::dispatch(cli) {
         Ok(code) => code,
         Err(e) => {

@@ -200,7 +200,7 @@ impl ProgressView {
     }
 
     /// Run `f` with the bars hidden (so printed lines do not tear them).
-    fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
+    pub fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
         match &self.mode {
             ProgressMode::Bars(multi) if !self.active.is_empty() => multi.suspend(f),
             _ => f(),

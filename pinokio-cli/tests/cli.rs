@@ -617,3 +617,26 @@ fn up_installs_starts_and_prints_a_working_url_then_ctrl_c_stops_it() {
         "the web UI survived Ctrl-C"
     );
 }
+
+/// `pinokio search x | head -1`: commands that only print end quietly (by
+/// SIGPIPE, as other Unix tools) when the reader has gone, without a panic.
+#[test]
+fn print_only_commands_end_quietly_on_a_closed_pipe() {
+    use std::os::unix::process::ExitStatusExt;
+    let env = Env::new();
+    for args in [&["search", "a"][..], &["doctor"][..]] {
+        let mut child = env.spawn(args);
+        // the reader goes away before the first line is printed
+        drop(child.stdout.take());
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        let status = child.wait().unwrap();
+        assert_eq!(status.signal(), Some(libc::SIGPIPE), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}

@@ -213,7 +213,7 @@ pub struct RepoInfo {
     pub files: Vec<RepoFile>,
 }
 
-/// What happens during [`download`].
+/// What happens during [`download()`].
 #[derive(Debug)]
 pub enum HfEvent<'a> {
     /// The files to fetch are known.
@@ -241,7 +241,7 @@ pub struct FileOutcome {
     pub skipped: bool,
 }
 
-/// What [`download`] did.
+/// What [`download()`] did.
 #[derive(Debug, Clone)]
 pub struct HfOutcome {
     /// The folder (local dir or snapshot), or the file when exactly one

@@ -12,7 +12,7 @@
 //!   the entry;
 //! - up to four passes while any `{{...}}` remains.
 //!
-//! Expressions are evaluated by the [`JsRuntime`](crate::js::JsRuntime) in
+//! Expressions are evaluated by the [`JsRuntime`] in
 //! the scope installed with `set_scope`. Every silent upstream fallback is
 //! also reported as a warning.
 

@@ -16,6 +16,7 @@ use pinokio_core::state::{AppRecord, AppState, RecoveredApp, StateStore};
 use pinokio_core::{Engine, EngineOptions, PinokioHome};
 
 use crate::cli::{InstallArgs, StatusArgs, UninstallArgs, UpArgs};
+use crate::render::ProgressView;
 
 /// Open `HOME/library.sqlite`, rebuilding it from `HOME/api` when it is
 /// corrupt (and saying so), and reconciling what died while no engine ran.
@@ -48,34 +49,55 @@ pub fn open_store(engine: &Engine) -> Result<StateStore> {
     Ok(store)
 }
 
+/// An engine for the app commands. Script output and step headers are
+/// printed when `verbose`; downloads are always shown (bars on a terminal,
+/// plain lines every few seconds otherwise), warnings and errors too.
 pub(crate) fn engine(home: PinokioHome, options: EngineOptions, verbose: bool) -> Result<Engine> {
-    let sink = FnSink(move |e: &pinokio_core::Event| match &e.kind {
-        EventKind::Output { text, .. } if verbose => {
-            use std::io::Write;
-            let mut out = std::io::stdout().lock();
-            let _ = out.write_all(text.as_bytes());
-            let _ = out.flush();
+    let progress = std::sync::Mutex::new(ProgressView::for_stderr());
+    let sink = FnSink(move |e: &pinokio_core::Event| {
+        let mut progress = progress.lock().unwrap_or_else(|p| p.into_inner());
+        match &e.kind {
+            EventKind::Progress { .. } => {
+                for line in progress.on_progress(e, std::time::Instant::now()) {
+                    eprintln!("{line}");
+                }
+            }
+            EventKind::Output { text, .. } if verbose && !progress.hides_output(e) => progress
+                .suspend(|| {
+                    use std::io::Write;
+                    let mut out = std::io::stdout().lock();
+                    let _ = out.write_all(text.as_bytes());
+                    let _ = out.flush();
+                }),
+            EventKind::StepStart { index, method, .. } if verbose => {
+                let name = Path::new(&e.script)
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                progress.suspend(|| println!("> {name} [{index}] {method}"));
+            }
+            EventKind::Warning { message, .. } => {
+                progress.suspend(|| eprintln!("warning: {message}"))
+            }
+            EventKind::StepError {
+                index,
+                method,
+                message,
+            } => {
+                progress.end(&e.script, Some(*index));
+                eprintln!(
+                    "error: {}: step {index} ({}): {message}",
+                    e.script,
+                    method.as_deref().unwrap_or("?")
+                )
+            }
+            _ => {}
         }
-        EventKind::StepStart { index, method, .. } if verbose => {
-            let name = Path::new(&e.script)
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            println!("> {name} [{index}] {method}");
+        match &e.kind {
+            EventKind::StepResult { index, .. } => progress.end(&e.script, Some(*index)),
+            EventKind::RunEnd { .. } => progress.end(&e.script, None),
+            _ => {}
         }
-        EventKind::Warning { message, .. } => eprintln!("warning: {message}"),
-        EventKind::StepError {
-            index,
-            method,
-            message,
-        } => {
-            eprintln!(
-                "error: {}: step {index} ({}): {message}",
-                e.script,
-                method.as_deref().unwrap_or("?")
-            )
-        }
-        _ => {}
     });
     let mut b = Engine::builder(home.clone())
         .probe(pinokio_cloud::default_probe())

@@ -4,7 +4,7 @@
 //! folder) and `keep`. Result: undefined.
 //!
 //! Progress: [`EventKind::Progress`] events plus a plain output line every
-//! few seconds ([`ProgressReporter`], shared with `hf.download`). The
+//! few seconds (`ProgressReporter`, shared with `hf.download`). The
 //! Hugging Face token (from the run's environment, as `hf` reads it) is
 //! only sent to the Hub.
 
