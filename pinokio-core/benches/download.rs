@@ -8,7 +8,10 @@
 //!   5x as fast as one.
 //!
 //! Segment bodies are read by the built-in HTTP/1.1 reader (the default);
-//! one more run reads them through reqwest, for comparison.
+//! one more run reads them through reqwest, for comparison. The same file
+//! is then fetched over HTTPS (rustls on both sides, the test certificate
+//! of `tests/tls` trusted through `SSL_CERT_FILE`) by both readers and by
+//! curl, for information.
 //!
 //! The server is this program started again as a child process
 //! (`PINOKIO_BENCH_SERVE=<file>`): HTTP/1.1 with HEAD and Range, the body
@@ -29,24 +32,50 @@ use pinokio_core::download::{download, DownloadOptions};
 
 // ------------------------------------------------------------------ server
 
-fn serve(file: &Path, throttle: Option<u64>) {
+fn serve(file: &Path, throttle: Option<u64>, tls: bool) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     println!("{}", l.local_addr().unwrap().port());
     std::io::stdout().flush().unwrap();
     let file = file.to_path_buf();
+    let tls = tls.then(tls_server_config);
     for c in l.incoming().flatten() {
         let file = file.clone();
+        let tls = tls.clone();
         std::thread::spawn(move || {
-            let _ = handle(c, &file, throttle);
+            let _ = match tls {
+                Some(cfg) => handle_tls(c, &file, cfg),
+                None => handle(c, &file, throttle),
+            };
         });
     }
 }
 
-fn handle(mut c: TcpStream, file: &Path, throttle: Option<u64>) -> std::io::Result<()> {
-    let mut r = BufReader::new(c.try_clone()?);
+fn tls_dir() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tls")
+}
+
+fn tls_server_config() -> std::sync::Arc<rustls::ServerConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let certs = vec![CertificateDer::from_pem_file(tls_dir().join("localhost.pem")).unwrap()];
+    let key = PrivateKeyDer::from_pem_file(tls_dir().join("localhost.key")).unwrap();
+    std::sync::Arc::new(
+        rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap(),
+    )
+}
+
+/// `bytes=a-b` (b inclusive, optional).
+type Range = Option<(u64, Option<u64>)>;
+
+/// The request line and the Range header of a request.
+fn read_request(r: &mut impl BufRead) -> std::io::Result<(String, Range)> {
     let mut line = String::new();
     r.read_line(&mut line)?;
-    let mut range: Option<(u64, Option<u64>)> = None;
+    let mut range = None;
     loop {
         let mut h = String::new();
         if r.read_line(&mut h)? == 0 || h == "\r\n" {
@@ -63,8 +92,10 @@ fn handle(mut c: TcpStream, file: &Path, throttle: Option<u64>) -> std::io::Resu
             }
         }
     }
-    let f = std::fs::File::open(file)?;
-    let len = f.metadata()?.len();
+    Ok((line, range))
+}
+
+fn response_head(range: Range, len: u64) -> (String, u64, u64) {
     let (start, end) = match range {
         Some((a, b)) => (a, b.map(|b| b + 1).unwrap_or(len).min(len)),
         None => (0, len),
@@ -85,6 +116,41 @@ fn handle(mut c: TcpStream, file: &Path, throttle: Option<u64>) -> std::io::Resu
         ));
     }
     head.push_str("\r\n");
+    (head, start, end)
+}
+
+fn handle_tls(
+    c: TcpStream,
+    file: &Path,
+    cfg: std::sync::Arc<rustls::ServerConfig>,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let conn = rustls::ServerConnection::new(cfg).map_err(std::io::Error::other)?;
+    let mut tls = rustls::StreamOwned::new(conn, c);
+    let (line, range) = read_request(&mut BufReader::new(&mut tls))?;
+    let f = std::fs::File::open(file)?;
+    let (head, start, end) = response_head(range, f.metadata()?.len());
+    tls.write_all(head.as_bytes())?;
+    if !line.starts_with("GET") {
+        return tls.flush();
+    }
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut off = start;
+    while off < end {
+        let n = ((end - off) as usize).min(buf.len());
+        f.read_exact_at(&mut buf[..n], off)?;
+        tls.write_all(&buf[..n])?;
+        off += n as u64;
+    }
+    tls.flush()?;
+    tls.conn.send_close_notify();
+    tls.flush()
+}
+
+fn handle(mut c: TcpStream, file: &Path, throttle: Option<u64>) -> std::io::Result<()> {
+    let (line, range) = read_request(&mut BufReader::new(c.try_clone()?))?;
+    let f = std::fs::File::open(file)?;
+    let (head, start, end) = response_head(range, f.metadata()?.len());
     c.write_all(head.as_bytes())?;
     if !line.starts_with("GET") {
         return Ok(());
@@ -118,6 +184,7 @@ fn handle(mut c: TcpStream, file: &Path, throttle: Option<u64>) -> std::io::Resu
 struct Server {
     child: Child,
     base: String,
+    port: u16,
 }
 
 impl Drop for Server {
@@ -128,8 +195,15 @@ impl Drop for Server {
 }
 
 fn start_server(file: &Path, throttle: Option<u64>) -> Server {
+    start_server_with(file, throttle, false)
+}
+
+fn start_server_with(file: &Path, throttle: Option<u64>, tls: bool) -> Server {
     let mut cmd = Command::new(std::env::current_exe().unwrap());
     cmd.env("PINOKIO_BENCH_SERVE", file).stdout(Stdio::piped());
+    if tls {
+        cmd.env("PINOKIO_BENCH_TLS", "1");
+    }
     if let Some(t) = throttle {
         cmd.env("PINOKIO_BENCH_THROTTLE", t.to_string());
     }
@@ -142,6 +216,7 @@ fn start_server(file: &Path, throttle: Option<u64>) -> Server {
     Server {
         child,
         base: format!("http://127.0.0.1:{port}"),
+        port,
     }
 }
 
@@ -208,7 +283,9 @@ fn curl(url: &str, dest: &Path) -> Option<Run> {
     let mut ok = false;
     let run = Run::measure(libc::RUSAGE_CHILDREN, || {
         ok = Command::new("curl")
-            .args(["-s", "-f", "--noproxy", "*", "-o"])
+            .args(["-s", "-f", "--noproxy", "*", "--cacert"])
+            .arg(tls_dir().join("ca.pem"))
+            .arg("-o")
             .arg(dest)
             .arg(url)
             .status()
@@ -254,9 +331,16 @@ fn main() {
         let throttle = std::env::var("PINOKIO_BENCH_THROTTLE")
             .ok()
             .and_then(|t| t.parse().ok());
-        serve(Path::new(&file), throttle);
+        serve(
+            Path::new(&file),
+            throttle,
+            std::env::var_os("PINOKIO_BENCH_TLS").is_some(),
+        );
         return;
     }
+    // Trust the test CA for the HTTPS runs (set before any thread starts;
+    // rustls' platform verifier reads it, as for a proxy's CA).
+    std::env::set_var("SSL_CERT_FILE", tls_dir().join("ca.pem"));
     // `cargo bench` passes `--bench`; nothing else is expected.
     let mib: u64 = std::env::var("PINOKIO_BENCH_MIB")
         .ok()
@@ -342,6 +426,35 @@ fn main() {
         "",
         true,
     );
+
+    // HTTPS (information): both readers and curl, one connection.
+    let server = start_server_with(&src, None, true);
+    let url = format!("https://127.0.0.1:{}/big.bin", server.port);
+    let (mut b, mut r, mut c) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        b.push(ours_with(&url, &dest, Some(1), true));
+        r.push(ours_with(&url, &dest, Some(1), false));
+        c.extend(curl(&url, &dest));
+    }
+    drop(server);
+    let mut https = vec![("built-in reader", b), ("reqwest", r)];
+    if !c.is_empty() {
+        https.push(("curl -o", c));
+    }
+    for (name, runs) in https {
+        let m = median_by(runs, |r| r.wall.as_secs_f64());
+        line(
+            &format!("HTTPS, one connection, {name} (info)"),
+            format!(
+                "{:.0} MB/s, {:.3} s/GB ({:.3} user)",
+                rate(&m),
+                m.cpu / gb,
+                m.user / gb
+            ),
+            "",
+            true,
+        );
+    }
 
     // (b) a throttled server: 8 connections against 1.
     let per_conn: u64 = 4 << 20;

@@ -11,8 +11,9 @@
 //! chunked or encoded body, a body without a length, a redirect without a
 //! usable `Location`) is reported as [`Http1Error::Unsupported`] and the
 //! downloader makes that attempt with reqwest. Redirects are followed here;
-//! the caller chooses the headers per URL, so a token meant for one host is
-//! never sent to the next.
+//! the caller chooses the headers per URL, and `Authorization` never leaves
+//! the origin first asked (as with reqwest), so a token meant for one host
+//! is never sent to the next.
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, TcpStream};
@@ -97,6 +98,7 @@ impl Http1 {
         url: &Url,
         headers: &dyn Fn(&Url) -> Vec<(&'static str, String)>,
     ) -> Result<Response, Http1Error> {
+        let origin = url.origin();
         let mut url = url.clone();
         for _ in 0..=MAX_REDIRECTS {
             if !usable(&url) {
@@ -104,7 +106,13 @@ impl Http1 {
                     "a proxy applies to this URL".into(),
                 ));
             }
-            let r = self.get_once(&url, &headers(&url))?;
+            let mut h = headers(&url);
+            if url.origin() != origin {
+                // as reqwest (and browsers): credentials stay with the
+                // origin they were meant for
+                h.retain(|(k, _)| !k.eq_ignore_ascii_case("authorization"));
+            }
+            let r = self.get_once(&url, &h)?;
             if !matches!(r.status, 301 | 302 | 303 | 307 | 308) {
                 return Ok(r);
             }
@@ -531,9 +539,12 @@ mod tests {
             c.write_all(r.as_bytes()).unwrap();
         });
         let hub_port = url(&hub.base).port();
-        let headers = move |u: &Url| match u.port() == hub_port {
-            true => vec![("Authorization", "Bearer SECRET".to_string())],
-            false => Vec::new(),
+        let headers = move |u: &Url| {
+            let mut h = vec![("Authorization", "Bearer SECRET".to_string())];
+            if u.port() == hub_port {
+                h.push(("X-Hub", "1".to_string()));
+            }
+            h
         };
         let mut r = Http1::default()
             .get(&url(&format!("{}/start", hub.base)), &headers)
@@ -548,7 +559,9 @@ mod tests {
             cdn_heads[0].starts_with("GET /blob?sig=1 "),
             "{cdn_heads:?}"
         );
+        // another origin: no token even though the caller offered one
         assert!(!cdn_heads[0].contains("Authorization"), "{cdn_heads:?}");
+        assert!(!cdn_heads[0].contains("X-Hub"), "{cdn_heads:?}");
     }
 
     #[test]
