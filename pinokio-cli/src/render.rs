@@ -180,9 +180,21 @@ impl ProgressView {
         })
     }
 
+    /// After any event: a step's result or error, or a run's end, clears
+    /// the downloads it had shown.
+    pub fn after(&mut self, ev: &Event) {
+        match &ev.kind {
+            EventKind::StepResult { index, .. } | EventKind::StepError { index, .. } => {
+                self.end(&ev.script, Some(*index))
+            }
+            EventKind::RunEnd { .. } => self.end(&ev.script, None),
+            _ => {}
+        }
+    }
+
     /// A step (`Some(index)`) or a whole run (`None`) ended: forget its
     /// downloads (a failed one never sends `done`).
-    pub fn end(&mut self, script: &str, index: Option<usize>) {
+    fn end(&mut self, script: &str, index: Option<usize>) {
         let gone: Vec<ProgressKey> = self
             .active
             .keys()
@@ -297,13 +309,7 @@ impl Renderer {
             EventKind::Output { .. } if progress.hides_output(ev) => Vec::new(),
             _ => human(ev, self.arrow),
         };
-        match &ev.kind {
-            EventKind::StepResult { index, .. } | EventKind::StepError { index, .. } => {
-                progress.end(&ev.script, Some(*index))
-            }
-            EventKind::RunEnd { .. } => progress.end(&ev.script, None),
-            _ => {}
-        }
+        progress.after(ev);
         if pieces.is_empty() {
             return;
         }

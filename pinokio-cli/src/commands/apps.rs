@@ -84,7 +84,7 @@ pub(crate) fn engine(home: PinokioHome, options: EngineOptions, verbose: bool) -
                 method,
                 message,
             } => {
-                progress.end(&e.script, Some(*index));
+                progress.after(e);
                 eprintln!(
                     "error: {}: step {index} ({}): {message}",
                     e.script,
@@ -93,11 +93,7 @@ pub(crate) fn engine(home: PinokioHome, options: EngineOptions, verbose: bool) -
             }
             _ => {}
         }
-        match &e.kind {
-            EventKind::StepResult { index, .. } => progress.end(&e.script, Some(*index)),
-            EventKind::RunEnd { .. } => progress.end(&e.script, None),
-            _ => {}
-        }
+        progress.after(e);
     });
     let mut b = Engine::builder(home.clone())
         .probe(pinokio_cloud::default_probe())
